@@ -1,0 +1,267 @@
+//! Image decoding and preprocessing: size checks before decoding (decompression bombs),
+//! resizing (squash, or shorter side + centre crop), ImageNet normalisation, optional
+//! train-time augmentation, and parallel batch loading.
+
+use crate::error::{DataError, Result};
+use crate::rng::SplitMix64;
+use image::{ImageReader, RgbImage, imageops::FilterType};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Cursor, Seek};
+use std::path::Path;
+
+/// How an image is brought to `size` x `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// Resize both sides to `size`, ignoring the aspect ratio (ImageCaptioning.pytorch's default).
+    #[default]
+    Squash,
+    /// Resize the shorter side to `size`, then cut the centre square.
+    CenterCrop,
+}
+
+/// Train-time augmentation. Colour jitter is deliberately absent: captions name colours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Resize to `size * crop_scale` and cut a random `size` square (1.0: no random crop).
+    pub crop_scale: f64,
+    /// Probability of a horizontal flip. Off by default: a flip turns "left of" into "right of".
+    pub hflip: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig { crop_scale: 1.0, hflip: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// Side of the square network input, in pixels.
+    pub size: u32,
+    pub resize: ResizeMode,
+    /// Per-channel RGB mean and standard deviation (ImageNet's by default), on 0..1 pixel values.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Images whose header claims more pixels than this are refused before being decoded.
+    pub max_pixels: u64,
+    pub augment: AugmentConfig,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            size: 224,
+            resize: ResizeMode::Squash,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            max_pixels: 40_000_000,
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+impl ImageConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DataError::Config(m));
+        if self.size == 0 || self.size > 4096 {
+            return bad(format!("`data.image.size` is {}; use 1..=4096 (224 for ImageNet encoders)", self.size));
+        }
+        if self.std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
+            return bad("`data.image.std` values must be positive".into());
+        }
+        if !(1.0..=4.0).contains(&self.augment.crop_scale) {
+            return bad(format!("`data.image.augment.crop_scale` is {}; use 1.0..=4.0", self.augment.crop_scale));
+        }
+        if !(0.0..=1.0).contains(&self.augment.hflip) {
+            return bad(format!("`data.image.augment.hflip` is {}; it is a probability in 0..=1", self.augment.hflip));
+        }
+        if self.max_pixels == 0 {
+            return bad("`data.image.max_pixels` must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// An image ready for a network: `3 x size x size` floats, channel-major (CHW).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedImage {
+    pub size: u32,
+    pub chw: Vec<f32>,
+}
+
+/// Reads only the header and returns (width, height), refusing images over `max_pixels`.
+pub fn probe_dimensions(path: &Path, max_pixels: u64) -> Result<(u32, u32)> {
+    let reader = ImageReader::open(path).map_err(|e| DataError::io(path, e))?;
+    probe_reader(reader, max_pixels).map_err(|message| DataError::Image { path: path.into(), message })
+}
+
+fn probe_reader<R: BufRead + Seek>(reader: ImageReader<R>, max_pixels: u64) -> std::result::Result<(u32, u32), String> {
+    let reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err("not a recognised image (JPEG, PNG or WebP expected)".into());
+    }
+    let (w, h) = reader.into_dimensions().map_err(describe)?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(format!(
+            "header says {w}x{h} = {pixels} pixels, over the limit of {max_pixels} (`image.max_pixels`); refusing to decode it"
+        ));
+    }
+    Ok((w, h))
+}
+
+fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>, max_pixels: u64) -> std::result::Result<RgbImage, String> {
+    let mut reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
+    // A second guard inside the decoder, should a header lie about the size.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(4).max(1 << 20));
+    reader.limits(limits);
+    Ok(reader.decode().map_err(describe)?.to_rgb8())
+}
+
+fn describe(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => format!("refused by the decoder's memory limit ({l})"),
+        image::ImageError::Unsupported(u) => format!("unsupported image: {u}"),
+        other => format!("cannot decode: {other} (is the file truncated or corrupt?)"),
+    }
+}
+
+/// Decodes a file to RGB after checking its header size.
+pub fn decode_file(path: &Path, max_pixels: u64) -> Result<RgbImage> {
+    probe_dimensions(path, max_pixels)?;
+    let reader = ImageReader::open(path).map_err(|e| DataError::io(path, e))?;
+    decode_reader(reader, max_pixels).map_err(|message| DataError::Image { path: path.into(), message })
+}
+
+/// Decodes image bytes (an upload, say) to RGB after checking the header size.
+/// `name` is used in error messages only.
+pub fn decode_bytes(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
+    let err = |message| DataError::Image { path: name.into(), message };
+    probe_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)?;
+    decode_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)
+}
+
+/// Resizes, optionally augments, and normalises one decoded image.
+/// `augment_seed` is `Some` only for training samples; evaluation is deterministic.
+pub fn prepare(image: &RgbImage, config: &ImageConfig, augment_seed: Option<u64>) -> PreparedImage {
+    let size = config.size;
+    let augment = augment_seed.filter(|_| config.augment.crop_scale > 1.0 || config.augment.hflip > 0.0);
+    let mut rng = augment.map(SplitMix64::new);
+    let work = match rng.as_mut() {
+        Some(rng) if config.augment.crop_scale > 1.0 => {
+            let big = ((f64::from(size) * config.augment.crop_scale).round() as u32).max(size);
+            let scaled = resize_to(image, big, config.resize);
+            let x = rng.below(u64::from(scaled.width() - size + 1)) as u32;
+            let y = rng.below(u64::from(scaled.height() - size + 1)) as u32;
+            image::imageops::crop_imm(&scaled, x, y, size, size).to_image()
+        }
+        _ => resize_to(image, size, config.resize),
+    };
+    let flip = rng.as_mut().is_some_and(|rng| rng.next_f64() < config.augment.hflip);
+    let work = if flip { image::imageops::flip_horizontal(&work) } else { work };
+    PreparedImage { size, chw: normalise(&work, config) }
+}
+
+fn resize_to(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
+    let (w, h) = image.dimensions();
+    match mode {
+        ResizeMode::Squash => {
+            if (w, h) == (size, size) {
+                image.clone()
+            } else {
+                image::imageops::resize(image, size, size, FilterType::Triangle)
+            }
+        }
+        ResizeMode::CenterCrop => {
+            let scale = f64::from(size) / f64::from(w.min(h));
+            let nw = ((f64::from(w) * scale).round() as u32).max(size);
+            let nh = ((f64::from(h) * scale).round() as u32).max(size);
+            let resized = if (nw, nh) == (w, h) {
+                image.clone()
+            } else {
+                image::imageops::resize(image, nw, nh, FilterType::Triangle)
+            };
+            image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
+        }
+    }
+}
+
+fn normalise(image: &RgbImage, config: &ImageConfig) -> Vec<f32> {
+    let (w, h) = image.dimensions();
+    let plane = (w * h) as usize;
+    let mut chw = vec![0f32; 3 * plane];
+    for (i, pixel) in image.pixels().enumerate() {
+        for c in 0..3 {
+            chw[c * plane + i] = (f32::from(pixel[c]) / 255.0 - config.mean[c]) / config.std[c];
+        }
+    }
+    chw
+}
+
+/// Loads and prepares many files in parallel, keeping their order. Each entry is the result for
+/// that file, so one bad image does not hide the others.
+pub fn load_batch(paths: &[&Path], config: &ImageConfig, augment_seeds: Option<&[u64]>) -> Vec<Result<PreparedImage>> {
+    paths
+        .par_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let rgb = decode_file(path, config.max_pixels)?;
+            Ok(prepare(&rgb, config, augment_seeds.map(|s| s[i])))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128]))
+    }
+
+    #[test]
+    fn squash_and_centre_crop_give_the_requested_size() {
+        let img = gradient(64, 32);
+        for resize in [ResizeMode::Squash, ResizeMode::CenterCrop] {
+            let cfg = ImageConfig { size: 16, resize, ..Default::default() };
+            let out = prepare(&img, &cfg, None);
+            assert_eq!(out.chw.len(), 3 * 16 * 16);
+        }
+    }
+
+    #[test]
+    fn normalisation_uses_mean_and_std() {
+        let img = RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 128]));
+        let cfg = ImageConfig { size: 2, ..Default::default() };
+        let out = prepare(&img, &cfg, None);
+        assert!((out.chw[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((out.chw[4] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+        assert!((out.chw[8] - (128.0 / 255.0 - 0.406) / 0.225).abs() < 1e-6);
+    }
+
+    #[test]
+    fn augmentation_is_seeded() {
+        let img = gradient(40, 40);
+        let cfg = ImageConfig {
+            size: 16,
+            augment: AugmentConfig { crop_scale: 1.5, hflip: 0.5 },
+            ..Default::default()
+        };
+        let a = prepare(&img, &cfg, Some(1));
+        assert_eq!(a, prepare(&img, &cfg, Some(1)));
+        let differs = (2..20).any(|s| prepare(&img, &cfg, Some(s)) != a);
+        assert!(differs, "different seeds never changed the crop");
+        assert_eq!(prepare(&img, &cfg, None), prepare(&img, &cfg, None));
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_image_are_a_clear_error() {
+        let err = decode_bytes(b"hello world, not an image", "upload", 1000).unwrap_err();
+        assert!(err.to_string().contains("upload"), "{err}");
+    }
+}
