@@ -1,1 +1,42 @@
-fn main() {}
+//! `caption`: the one command-line entry point of the workspace. Every step of an experiment
+//! (data, and in later releases training, evaluation and serving) is a subcommand; the work
+//! itself lives in the crates, this binary only parses arguments, loads configs and reports.
+
+mod commands;
+mod experiment_config;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "caption", version, about = "Image-captioning research toolkit: datasets, metrics, training and serving", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the synthetic dataset, inspect datasets.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Check a YAML config or print the defaults.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(cmd) => commands::data::run(cmd),
+        Command::Config(cmd) => commands::config::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One readable line (the causes joined by ": "), never a backtrace.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

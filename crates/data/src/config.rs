@@ -19,6 +19,9 @@ pub enum DataFormat {
     /// Flickr8k/30k `*.token.txt` (`name.jpg#k<TAB>caption`) or Flickr30k `results.csv`,
     /// with one image list file per split.
     Flickr,
+    /// The synthetic shapes dataset (`crate::synth`), generated under `data.root` on first use
+    /// and read back through the COCO loader.
+    Synthetic,
 }
 
 /// What to do with an image the annotations name but that is missing or cannot be read.
@@ -64,6 +67,10 @@ pub struct SplitSource {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub format: DataFormat,
+    /// Synthetic: the dataset folder; generated there if it holds no complete dataset.
+    pub root: Option<PathBuf>,
+    /// Synthetic: the generator's parameters.
+    pub synthetic: crate::synth::SynthConfig,
     /// Karpathy JSON or Flickr captions file (token.txt / results.csv). Unused for COCO.
     pub annotations: Option<PathBuf>,
     /// Image root. Karpathy: `filepath/filename` is resolved below it.
@@ -85,6 +92,8 @@ impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             format: DataFormat::Coco,
+            root: None,
+            synthetic: Default::default(),
             annotations: None,
             images: None,
             train: None,
@@ -101,6 +110,7 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// The per-split sources; for the synthetic format they are the generated COCO files.
     pub fn split(&self, split: crate::Split) -> Option<&SplitSource> {
         match split {
             crate::Split::Train => self.train.as_ref(),
@@ -141,6 +151,10 @@ impl DataConfig {
             DataFormat::Flickr => {
                 need(self.annotations.is_some(), "annotations", "flickr")?;
                 need(self.images.is_some(), "images", "flickr")?;
+            }
+            DataFormat::Synthetic => {
+                need(self.root.is_some(), "root", "synthetic")?;
+                self.synthetic.validate()?;
             }
         }
         self.image.validate()?;

@@ -28,6 +28,8 @@ pub struct LoadReport {
     pub captions_without_image: usize,
     /// Flickr: captioned images named by no split list (dropped).
     pub not_in_any_split: usize,
+    /// Flickr: names in a split list that have no captions (dropped).
+    pub listed_without_captions: usize,
     /// Karpathy: `restval` images dropped because `restval_to_train` is off.
     pub restval_dropped: usize,
 }
@@ -56,6 +58,7 @@ impl std::fmt::Display for LoadReport {
             (self.images_without_captions, "image(s) without captions"),
             (self.captions_without_image, "caption(s) of unknown images"),
             (self.not_in_any_split, "image(s) in no split list"),
+            (self.listed_without_captions, "listed image(s) without captions"),
             (self.restval_dropped, "restval image(s) left out"),
         ] {
             if n > 0 {
@@ -82,6 +85,18 @@ impl CaptionDataset {
         config.validate()?;
         let mut report = LoadReport::default();
         let mut samples = match config.format {
+            DataFormat::Synthetic => {
+                let root = config.root.as_deref().expect("validated");
+                crate::synth::generate(root, &config.synthetic, false)?;
+                let mut all = Vec::new();
+                for split in Split::ALL {
+                    let annotations = root.join("annotations").join(format!("captions_{split}.json"));
+                    let images = root.join("images").join(split.as_str());
+                    let (samples, _) = loaders::coco::load(&annotations, &images, split)?;
+                    all.extend(samples);
+                }
+                all
+            }
             DataFormat::Coco => {
                 let mut all = Vec::new();
                 for split in Split::ALL {
@@ -116,6 +131,7 @@ impl CaptionDataset {
                     &lists,
                 )?;
                 report.not_in_any_split = extras.not_in_any_split;
+                report.listed_without_captions = extras.listed_without_captions;
                 samples
             }
         };

@@ -108,7 +108,7 @@ fn probe_reader<R: BufRead + Seek>(reader: ImageReader<R>, max_pixels: u64) -> s
     let pixels = u64::from(w) * u64::from(h);
     if pixels > max_pixels {
         return Err(format!(
-            "header says {w}x{h} = {pixels} pixels, over the limit of {max_pixels} (`image.max_pixels`); refusing to decode it"
+            "header says {w}x{h} = {pixels} pixels, over the limit of {max_pixels} (`data.image.max_pixels`); refusing to decode it"
         ));
     }
     Ok((w, h))
@@ -124,11 +124,13 @@ fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>, max_pixels: u64) -> 
 }
 
 fn describe(e: image::ImageError) -> String {
-    match e {
+    // Decoder messages sometimes span lines; errors are printed as one line.
+    let one_line = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line(match e {
         image::ImageError::Limits(l) => format!("refused by the decoder's memory limit ({l})"),
         image::ImageError::Unsupported(u) => format!("unsupported image: {u}"),
         other => format!("cannot decode: {other} (is the file truncated or corrupt?)"),
-    }
+    })
 }
 
 /// Decodes a file to RGB after checking its header size.

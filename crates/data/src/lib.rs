@@ -16,6 +16,7 @@ pub mod sample;
 #[cfg(feature = "stats")]
 pub mod stats;
 mod subword;
+pub mod synth;
 pub mod vocab;
 
 pub use config::{DataConfig, DataFormat, ImageCheck, OnMissing, SplitSource};
