@@ -1,3 +1,34 @@
-//! Caption metrics that give the same numbers as pycocoevalcap 1.2, without Java.
+//! Caption metrics that give the same numbers as pycocoevalcap 1.2, in pure Rust.
+//!
+//! This crate scores text and nothing else: given reference captions and candidate captions
+//! per image, it reproduces pycocoevalcap's PTB tokenization and its BLEU-1..4, ROUGE-L and
+//! CIDEr-D scores (corpus and per image) to the last bit, quirks included, as documented in
+//! the shared `SPEC.md`. It depends on neither the model nor the training code; training uses
+//! it for CIDEr-D rewards ([`cider::CiderD::with_corpus_df`]) and evaluation for reports.
+//!
+//! Entry points: [`evaluate`] for raw captions keyed by image id, [`score_tokenized`] for
+//! captions already tokenized, and the per-metric modules for their details.
 
+pub mod bleu;
+pub mod cider;
+mod ngrams;
+pub mod numpy_mean;
+mod python_float;
+pub mod rouge;
+pub mod scorer;
 pub mod tokenizer;
+
+use serde::Serialize;
+
+pub use scorer::{
+    EvalError, Evaluation, ImageEvaluation, LineBreakShifts, Metric, MetricScores, Scores,
+    evaluate, score_tokenized,
+};
+
+/// One image's captions after tokenization, as every scorer receives them: words separated by
+/// spaces, exactly one candidate, and the references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenizedImage {
+    pub candidate: String,
+    pub references: Vec<String>,
+}
