@@ -20,6 +20,8 @@ enum Command {
     /// Generate the synthetic dataset, inspect datasets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// Score generated captions against references with pycocoevalcap's metrics (no Java needed).
+    Score(commands::score::ScoreArgs),
     /// Check a YAML config or print the defaults.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => commands::data::run(cmd),
+        Command::Score(args) => commands::score::run(args),
         Command::Config(cmd) => commands::config::run(cmd),
     };
     match result {

@@ -1,0 +1,130 @@
+//! Where the tensors live. Backends are types in burn, so a run picks one at start-up from a
+//! `DeviceSpec` (`cpu`, `cuda`, `cuda:N`) and monomorphises its work for it; asking for a device
+//! this build cannot drive is an error that says how to get a build that can.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The CPU backend: burn's pure-Rust Flex backend.
+pub type FlexBackend = burn::backend::Flex;
+
+/// The CUDA backend (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+
+/// A device as users write it on the command line and in configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DeviceError {
+    #[error("unknown device {0:?}: expected cpu, cuda or cuda:N")]
+    Unknown(String),
+    #[error("device {0} needs a build with CUDA support: rebuild with `cargo build --release --features cuda`")]
+    CudaNotCompiled(DeviceSpec),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let lower = text.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "cpu" | "flex" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| DeviceError::Unknown(text.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl DeviceSpec {
+    /// Whether this build can drive the device (CUDA needs the `cuda` feature; whether a GPU is
+    /// actually present is only known when the backend initialises).
+    pub fn check_compiled(self) -> Result<(), DeviceError> {
+        match self {
+            DeviceSpec::Cpu => Ok(()),
+            DeviceSpec::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
+            DeviceSpec::Cuda(_) => Err(DeviceError::CudaNotCompiled(self)),
+        }
+    }
+
+    /// The backend's name for reports and run manifests.
+    pub fn backend_name(self) -> &'static str {
+        match self {
+            DeviceSpec::Cpu => "flex",
+            DeviceSpec::Cuda(_) => "cuda",
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    pub fn cuda_device(self) -> Option<burn::backend::cuda::CudaDevice> {
+        match self {
+            DeviceSpec::Cuda(n) => Some(burn::backend::cuda::CudaDevice::new(n)),
+            DeviceSpec::Cpu => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Tensor;
+
+    #[test]
+    fn parses_what_users_write() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("CUDA".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:1".parse(), Ok(DeviceSpec::Cuda(1)));
+        assert!(matches!("tpu".parse::<DeviceSpec>(), Err(DeviceError::Unknown(_))));
+        assert!(matches!("cuda:x".parse::<DeviceSpec>(), Err(DeviceError::Unknown(_))));
+        assert_eq!(DeviceSpec::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[test]
+    fn cuda_without_the_feature_says_how_to_build_it() {
+        let result = DeviceSpec::Cuda(0).check_compiled();
+        if cfg!(feature = "cuda") {
+            assert!(result.is_ok());
+        } else {
+            assert!(result.unwrap_err().to_string().contains("--features cuda"));
+        }
+    }
+
+    #[test]
+    fn flex_backend_computes() {
+        let device = Default::default();
+        let a = Tensor::<FlexBackend, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &device);
+        let product = a.clone().matmul(a).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(product, vec![7.0, 10.0, 15.0, 22.0]);
+    }
+}

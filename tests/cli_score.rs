@@ -1,0 +1,111 @@
+//! `caption score` end to end: MS-COCO refs and results files built from the shared
+//! pycocoevalcap fixture must reproduce its corpus scores, and per-image tables must be written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures_dir() -> PathBuf {
+    let dir = std::env::var_os("CAPTION_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .join("fixtures/metrics");
+    assert!(
+        dir.is_dir(),
+        "this test needs the pycocoevalcap reference outputs in the shared folder, expected at {} \
+         (beside the repository checkout, or set CAPTION_SHARED_DIR); it is absent",
+        dir.display()
+    );
+    dir
+}
+
+/// Writes the fixture's raw captions as an MS-COCO caption file and a results file.
+fn coco_files(dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
+    let text = std::fs::read_to_string(fixtures_dir().join("coco_val_loo500.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut images = Vec::new();
+    let mut annotations = Vec::new();
+    let mut results = Vec::new();
+    for id in fixture["image_ids"].as_array().unwrap() {
+        let id_text = id.as_str().unwrap();
+        let image = &fixture["images"][id_text];
+        let id: u64 = id_text.parse().unwrap();
+        images.push(serde_json::json!({"id": id, "file_name": format!("COCO_val2014_{id:012}.jpg")}));
+        for caption in image["refs_raw"].as_array().unwrap() {
+            annotations.push(serde_json::json!({"id": annotations.len() + 1, "image_id": id, "caption": caption}));
+        }
+        results.push(serde_json::json!({"image_id": id, "caption": image["cand_raw"]}));
+    }
+    let refs = dir.join("captions_val2014.json");
+    let res = dir.join("results.json");
+    std::fs::write(&refs, serde_json::json!({"images": images, "annotations": annotations}).to_string()).unwrap();
+    std::fs::write(&res, serde_json::Value::from(results).to_string()).unwrap();
+    (refs, res, fixture["corpus"].clone())
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_caption")).args(args).output().unwrap()
+}
+
+#[test]
+fn score_reproduces_pycocoevalcap_corpus_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refs, res, expected) = coco_files(dir.path());
+    let per_image = dir.path().join("per_image.csv");
+    let out = run(&[
+        "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json",
+        "--per-image", per_image.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
+        let (got, want) = (scores[key].as_f64().unwrap(), expected[key].as_f64().unwrap());
+        assert!((got - want).abs() <= 1e-12, "{key}: {got} vs pycocoevalcap {want}");
+    }
+    assert!(scores.get("METEOR").is_none(), "no METEOR is reported unless it was computed");
+    let table = std::fs::read_to_string(&per_image).unwrap();
+    let mut lines = table.lines();
+    assert_eq!(lines.next().unwrap(), "image_id,candidate,Bleu_1,Bleu_2,Bleu_3,Bleu_4,ROUGE_L,CIDEr");
+    assert_eq!(lines.count(), 500);
+    assert!(table.contains("\n391895,"), "ground-truth order, first image first");
+}
+
+#[test]
+fn score_writes_parquet_and_json_and_selects_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refs, res, expected) = coco_files(dir.path());
+    for name in ["per_image.json", "per_image.parquet"] {
+        let path = dir.path().join(name);
+        let out = run(&[
+            "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json",
+            "--metrics", "cider", "--per-image", path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(scores.as_object().unwrap().len(), 1);
+        assert!((scores["CIDEr"].as_f64().unwrap() - expected["CIDEr"].as_f64().unwrap()).abs() <= 1e-12);
+        let bytes = std::fs::read(&path).unwrap();
+        if name.ends_with(".parquet") {
+            assert_eq!(&bytes[..4], b"PAR1");
+        } else {
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(rows.len(), 500);
+            assert!(rows[0]["CIDEr"].is_f64());
+        }
+    }
+}
+
+#[test]
+fn results_for_unknown_images_or_twice_the_same_image_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refs, _, _) = coco_files(dir.path());
+    let res = dir.path().join("bad.json");
+    std::fs::write(&res, r#"[{"image_id": 391895, "caption": "a"}, {"image_id": 1, "caption": "b"}]"#).unwrap();
+    let out = run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("image 1") && err.contains("reference"), "{err}");
+    std::fs::write(&res, r#"[{"image_id": 391895, "caption": "a"}, {"image_id": 391895, "caption": "b"}]"#).unwrap();
+    let out = run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.json: image 391895 has more than one caption"), "{err}");
+}
