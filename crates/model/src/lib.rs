@@ -4,5 +4,9 @@
 //! choice of compute device, so that training and serving pick devices the same way.
 
 pub mod device;
+pub mod encoder;
+pub mod weights;
 
 pub use device::{DeviceSpec, FlexBackend};
+pub use encoder::{Encoder, EncoderConfig, EncoderError, EncoderKind, EncoderOutput, Finetune};
+pub use weights::{ImportOptions, ImportReport, WeightFormat, WeightsError, load_encoder_weights, save_encoder_safetensors};
