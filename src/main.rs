@@ -22,6 +22,9 @@ enum Command {
     Data(commands::data::DataCommand),
     /// Score generated captions against references with pycocoevalcap's metrics (no Java needed).
     Score(commands::score::ScoreArgs),
+    /// Compare two systems scored on the same images: paired bootstrap intervals, randomisation
+    /// p-values, win/tie/loss; `--gate METRIC` makes the exit status a promotion gate.
+    Compare(commands::compare::CompareArgs),
     /// Check a YAML config or print the defaults.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -30,12 +33,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Data(cmd) => commands::data::run(cmd),
-        Command::Score(args) => commands::score::run(args),
-        Command::Config(cmd) => commands::config::run(cmd),
+        Command::Data(cmd) => commands::data::run(cmd).map(|()| 0),
+        Command::Score(args) => commands::score::run(args).map(|()| 0),
+        Command::Compare(args) => commands::compare::run(args),
+        Command::Config(cmd) => commands::config::run(cmd).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(error) => {
             // One readable line (the causes joined by ": "), never a backtrace.
             eprintln!("error: {error:#}");

@@ -109,3 +109,46 @@ fn results_for_unknown_images_or_twice_the_same_image_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.json: image 391895 has more than one caption"), "{err}");
 }
+
+#[test]
+fn compare_reports_significance_and_gates_promotion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refs, res_a, _) = coco_files(dir.path());
+    // System B copies a reference caption for every third image: clearly better.
+    let mut results: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&res_a).unwrap()).unwrap();
+    let coco: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&refs).unwrap()).unwrap();
+    for (i, result) in results.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let id = &coco["images"][i]["id"];
+        let reference = coco["annotations"].as_array().unwrap().iter().find(|a| &a["image_id"] == id).unwrap();
+        result["caption"] = reference["caption"].clone();
+    }
+    let res_b = dir.path().join("results_b.json");
+    std::fs::write(&res_b, serde_json::Value::from(results).to_string()).unwrap();
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    for (res, out) in [(&res_a, &a), (&res_b, &b)] {
+        let status = run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--per-image", out.to_str().unwrap()]).status;
+        assert!(status.success());
+    }
+    let report_dir = dir.path().join("report");
+    let out = run(&[
+        "compare", a.to_str().unwrap(), b.to_str().unwrap(), "--gate", "CIDEr", "--resamples", "2000",
+        "--permutations", "2000", "--out", report_dir.to_str().unwrap(),
+    ]);
+    let markdown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "B should pass the gate: {markdown}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(markdown.lines().any(|l| l.starts_with("| CIDEr |") && l.ends_with("| B better |")), "{markdown}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report_dir.join("compare.json")).unwrap()).unwrap();
+    let cider = json["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "CIDEr").unwrap();
+    // Unchanged images tie; a copied reference almost always beats the original caption.
+    assert!(cider["ties"].as_u64().unwrap() >= 333, "{cider}");
+    assert!(cider["wins"].as_u64().unwrap() >= 150 && cider["losses"].as_u64().unwrap() < 10, "{cider}");
+    assert!(std::fs::read_to_string(report_dir.join("compare.html")).unwrap().contains("<table>"));
+
+    // A against itself: no difference, so the gate says no (status 10, not an error).
+    let out = run(&["compare", a.to_str().unwrap(), a.to_str().unwrap(), "--gate", "CIDEr", "--resamples", "500", "--permutations", "500"]);
+    assert_eq!(out.status.code(), Some(10));
+    // Same seed, same numbers.
+    let first = run(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--resamples", "500", "--permutations", "500"]);
+    let again = run(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--resamples", "500", "--permutations", "500"]);
+    assert_eq!(first.stdout, again.stdout);
+}

@@ -11,6 +11,7 @@
 
 pub mod bleu;
 pub mod cider;
+pub mod compare;
 mod ngrams;
 pub mod numpy_mean;
 mod python_float;
