@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "caption", version, about = "Image-captioning research toolkit: datasets, metrics, training and serving", long_about = None)]
+#[command(name = "caption", version, about = "Image-captioning research toolkit: datasets, caption metrics, A/B comparison", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -70,8 +70,10 @@ pub struct StatsArgs {
     /// flickr: list files of the splits (default: Flickr_8k.{train,dev,test}Images.txt beside the captions).
     #[arg(long)]
     train_list: Option<PathBuf>,
+    /// flickr: the val (Flickr8k "dev") list file.
     #[arg(long)]
     val_list: Option<PathBuf>,
+    /// flickr: the test list file.
     #[arg(long)]
     test_list: Option<PathBuf>,
     /// How much of each image to read: exists, header (default) or decode.
