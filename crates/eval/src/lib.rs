@@ -3,8 +3,9 @@
 //! This crate scores text and nothing else: given reference captions and candidate captions
 //! per image, it reproduces pycocoevalcap's PTB tokenization and its BLEU-1..4, ROUGE-L and
 //! CIDEr-D scores (corpus and per image) to the last bit, quirks included, as documented in
-//! the shared `SPEC.md`. It depends on neither the model nor the training code; training uses
-//! it for CIDEr-D rewards ([`cider::CiderD::with_corpus_df`]) and evaluation for reports.
+//! the shared `SPEC.md`, and METEOR 1.5 ([`meteor`], which needs pycocoevalcap's data
+//! files). It depends on neither the model nor the training code; training uses it for
+//! CIDEr-D rewards ([`cider::CiderD::with_corpus_df`]) and evaluation for reports.
 //!
 //! Entry points: [`evaluate`] for raw captions keyed by image id, [`score_tokenized`] for
 //! captions already tokenized, and the per-metric modules for their details.
@@ -12,6 +13,7 @@
 pub mod bleu;
 pub mod cider;
 pub mod compare;
+pub mod meteor;
 mod ngrams;
 pub mod numpy_mean;
 mod python_float;
@@ -23,7 +25,7 @@ use serde::Serialize;
 
 pub use scorer::{
     EvalError, Evaluation, ImageEvaluation, LineBreakShifts, Metric, MetricScores, Scores,
-    evaluate, score_tokenized,
+    evaluate, evaluate_with, score_tokenized, score_tokenized_with,
 };
 
 /// One image's captions after tokenization, as every scorer receives them: words separated by

@@ -1,4 +1,5 @@
-//! The scoring pipeline of pycocoevalcap's `COCOEvalCap.evaluate`, for BLEU, ROUGE-L and CIDEr-D.
+//! The scoring pipeline of pycocoevalcap's `COCOEvalCap.evaluate`, for BLEU, METEOR, ROUGE-L
+//! and CIDEr-D.
 //!
 //! References and candidates are raw text keyed by image id; the caller fixes the image order,
 //! which matters twice: it is the order of the two tokenizer runs (references in one run,
@@ -14,15 +15,18 @@ use serde::{Serialize, Serializer};
 use crate::TokenizedImage;
 use crate::bleu::bleu;
 use crate::cider::cider_d;
+use crate::meteor::{Meteor, MeteorUnavailable};
 use crate::rouge::rouge_l;
 use crate::tokenizer::{count_extra_line_breaks, tokenize_captions};
 
-/// A metric the crate computes. METEOR and SPICE will join later.
+/// A metric the crate computes. SPICE will join later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
 pub enum Metric {
     /// BLEU-1..4 (`Bleu_1`..`Bleu_4`).
     Bleu,
+    /// METEOR 1.5 (`METEOR`). Needs pycocoevalcap's METEOR data (see [`crate::meteor`]).
+    Meteor,
     /// ROUGE-L (`ROUGE_L`).
     Rouge,
     /// CIDEr-D (`CIDEr`).
@@ -30,13 +34,20 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Every metric implemented, in pycocoevalcap's reporting order.
+    /// Every metric that needs nothing but the captions, in pycocoevalcap's reporting order.
+    /// METEOR ([`Metric::Meteor`]) needs data files and runs only when asked for.
     pub const ALL: [Metric; 3] = [Metric::Bleu, Metric::Rouge, Metric::Cider];
+
+    /// Every metric implemented, METEOR included, in pycocoevalcap's reporting order (the
+    /// order of the reported scores whatever the order of the request).
+    pub const REPORT_ORDER: [Metric; 4] =
+        [Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider];
 
     /// The score names this metric reports, as pycocoevalcap spells them.
     pub fn score_names(self) -> &'static [&'static str] {
         match self {
             Metric::Bleu => &["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"],
+            Metric::Meteor => &["METEOR"],
             Metric::Rouge => &["ROUGE_L"],
             Metric::Cider => &["CIDEr"],
         }
@@ -70,6 +81,8 @@ pub enum EvalError {
         "tokenized image {index} (0-based) has no references; every scored image needs at least one"
     )]
     TokenizedImageWithoutReferences { index: usize },
+    #[error(transparent)]
+    MeteorUnavailable(#[from] MeteorUnavailable),
 }
 
 /// Named scores in pycocoevalcap's order (`Bleu_1`..`Bleu_4`, `ROUGE_L`, `CIDEr`); serialises
@@ -111,10 +124,22 @@ pub struct MetricScores {
 }
 
 /// Runs the requested metrics on already tokenized captions, as pycocoevalcap's scorers do
-/// once `PTBTokenizer` has run. Requesting a metric twice computes it once.
+/// once `PTBTokenizer` has run. Requesting a metric twice computes it once. METEOR, when
+/// requested, loads its data as [`Meteor::locate`] finds it (`CAPTION_METEOR_DATA` or an
+/// installed pycocoevalcap); use [`score_tokenized_with`] to pass it loaded.
 pub fn score_tokenized(
     images: &[TokenizedImage],
     metrics: &[Metric],
+) -> Result<MetricScores, EvalError> {
+    score_tokenized_with(images, metrics, None)
+}
+
+/// [`score_tokenized`] with METEOR's data already loaded (`None`: located when METEOR is
+/// requested).
+pub fn score_tokenized_with(
+    images: &[TokenizedImage],
+    metrics: &[Metric],
+    meteor: Option<&Meteor>,
 ) -> Result<MetricScores, EvalError> {
     if metrics.is_empty() {
         return Err(EvalError::NoMetrics);
@@ -125,9 +150,21 @@ pub fn score_tokenized(
     if let Some(index) = images.iter().position(|image| image.references.is_empty()) {
         return Err(EvalError::TokenizedImageWithoutReferences { index });
     }
+    let located;
+    let meteor = match meteor {
+        Some(meteor) => Some(meteor),
+        None if metrics.contains(&Metric::Meteor) => {
+            located = Meteor::locate(None)?;
+            Some(&located)
+        }
+        None => None,
+    };
     let mut corpus = Scores::default();
     let mut per_image = vec![Scores::default(); images.len()];
-    for metric in Metric::ALL.into_iter().filter(|m| metrics.contains(m)) {
+    for metric in Metric::REPORT_ORDER
+        .into_iter()
+        .filter(|m| metrics.contains(m))
+    {
         match metric {
             Metric::Bleu => {
                 let scores = bleu(images);
@@ -137,6 +174,15 @@ pub fn score_tokenized(
                     for (image, values) in per_image.iter_mut().zip(&scores.per_image) {
                         image.push(name, values[k]);
                     }
+                }
+            }
+            Metric::Meteor => {
+                let scores = meteor
+                    .expect("METEOR is loaded when requested")
+                    .score(images);
+                corpus.push("METEOR", scores.corpus);
+                for (image, &value) in per_image.iter_mut().zip(&scores.per_image) {
+                    image.push("METEOR", value);
                 }
             }
             Metric::Rouge => {
@@ -194,12 +240,29 @@ pub struct Evaluation<K> {
 ///
 /// `image_ids` is the image order (pycocoevalcap's `params['image_id']`); every image in it
 /// needs references and exactly one candidate, and every candidate must belong to an image in
-/// it. `references` may hold more images than are scored.
+/// it. `references` may hold more images than are scored. METEOR, when requested, loads its
+/// data as [`Meteor::locate`] finds it; use [`evaluate_with`] to pass it loaded.
 pub fn evaluate<K, S1, S2>(
     image_ids: &[K],
     references: &HashMap<K, Vec<String>, S1>,
     candidates: &HashMap<K, String, S2>,
     metrics: &[Metric],
+) -> Result<Evaluation<K>, EvalError>
+where
+    K: Eq + Hash + Clone + Display,
+    S1: BuildHasher,
+    S2: BuildHasher,
+{
+    evaluate_with(image_ids, references, candidates, metrics, None)
+}
+
+/// [`evaluate`] with METEOR's data already loaded (`None`: located when METEOR is requested).
+pub fn evaluate_with<K, S1, S2>(
+    image_ids: &[K],
+    references: &HashMap<K, Vec<String>, S1>,
+    candidates: &HashMap<K, String, S2>,
+    metrics: &[Metric],
+    meteor: Option<&Meteor>,
 ) -> Result<Evaluation<K>, EvalError>
 where
     K: Eq + Hash + Clone + Display,
@@ -282,7 +345,7 @@ where
         candidates: count_extra_line_breaks(&raw_candidates),
     };
 
-    let scores = score_tokenized(&images, metrics)?;
+    let scores = score_tokenized_with(&images, metrics, meteor)?;
     let images = image_ids
         .iter()
         .zip(images)

@@ -1,0 +1,212 @@
+//! METEOR 1.5 against pycocoevalcap 1.2's own numbers (the jar's per-image scores and
+//! statistics lines, and its corpus score) on the three shared scoring fixtures.
+//!
+//! METEOR's data is not part of the repository. These tests read it from the path in
+//! `CAPTION_METEOR_DATA` (the pycocoevalcap 1.2 wheel, or a folder holding it), else in
+//! `target/meteor-data` (where `.ci/run` downloads it), else an installed pycocoevalcap:
+//!
+//! ```text
+//! pip download --no-deps pycocoevalcap==1.2 -d target/meteor-data
+//! export CAPTION_METEOR_DATA=target/meteor-data/pycocoevalcap-1.2-py3-none-any.whl
+//! ```
+//!
+//! Without it they fail, unless `CAPTION_SKIP_METEOR=1` is set.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use caption_eval::meteor::Meteor;
+use caption_eval::{Metric, TokenizedImage, evaluate_with};
+use serde::Deserialize;
+
+const TOLERANCE: f64 = 1e-6;
+
+/// The loaded METEOR, or `None` when the tests are told to skip it.
+fn meteor() -> Option<&'static Meteor> {
+    static METEOR: OnceLock<Option<Meteor>> = OnceLock::new();
+    METEOR
+        .get_or_init(|| {
+            if std::env::var("CAPTION_SKIP_METEOR").as_deref() == Ok("1") {
+                eprintln!("skipping the METEOR fixture tests: CAPTION_SKIP_METEOR=1");
+                return None;
+            }
+            // Where `.ci/run` (and the README's setup step) downloads the wheel.
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let downloaded = workspace.join("target/meteor-data");
+            let path = match std::env::var_os("CAPTION_METEOR_DATA").filter(|p| !p.is_empty()) {
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    // Relative paths are meant from the workspace root (where CI runs).
+                    if path.is_relative() && !path.exists() { workspace.join(path) } else { path }
+                }
+                None if downloaded.is_dir() => downloaded,
+                // Otherwise an installed pycocoevalcap, as the CLI would find it.
+                None => match Meteor::locate(None) {
+                    Ok(meteor) => return Some(meteor),
+                    Err(e) => panic!(
+                        "the METEOR tests need pycocoevalcap 1.2's METEOR data, which is not in the \
+                         repository ({e}): run `pip download --no-deps pycocoevalcap==1.2 -d \
+                         target/meteor-data` in the workspace, or set CAPTION_METEOR_DATA to the \
+                         wheel (or set CAPTION_SKIP_METEOR=1 to skip these tests)"
+                    ),
+                },
+            };
+            let start = Instant::now();
+            let meteor = Meteor::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!(
+                "loaded METEOR data from {} in {:.2} s",
+                meteor.source().display(),
+                start.elapsed().as_secs_f64()
+            );
+            Some(meteor)
+        })
+        .as_ref()
+}
+
+#[derive(Deserialize)]
+struct Fixture {
+    corpus: HashMap<String, f64>,
+    image_ids: Vec<String>,
+    images: HashMap<String, Image>,
+}
+
+#[derive(Deserialize)]
+struct Image {
+    refs_raw: Vec<String>,
+    cand_raw: String,
+    refs_tok: Vec<String>,
+    cand_tok: String,
+    scores: Scores,
+}
+
+#[derive(Deserialize)]
+struct Scores {
+    #[serde(rename = "METEOR")]
+    meteor: f64,
+    meteor_stats: String,
+}
+
+fn fixture(name: &str) -> Fixture {
+    serde_json::from_slice(&common::read_fixture(name))
+        .unwrap_or_else(|e| panic!("cannot parse fixture {name}: {e}"))
+}
+
+fn tokenized(fixture: &Fixture) -> Vec<TokenizedImage> {
+    fixture
+        .image_ids
+        .iter()
+        .map(|id| {
+            let image = &fixture.images[id];
+            TokenizedImage {
+                candidate: image.cand_tok.clone(),
+                references: image.refs_tok.clone(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn meteor_matches_pycocoevalcap() {
+    let Some(meteor) = meteor() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for name in common::SCORING_FIXTURES {
+        let fixture = fixture(name);
+        let images = tokenized(&fixture);
+        let start = Instant::now();
+        let scores = meteor.score(&images);
+        let elapsed = start.elapsed().as_secs_f64();
+        let (mut within, mut exact, mut same_stats, mut max_error) = (0, 0, 0, 0.0f64);
+        for (k, id) in fixture.image_ids.iter().enumerate() {
+            let want = &fixture.images[id].scores;
+            let got = scores.per_image[k];
+            let error = (got - want.meteor).abs();
+            max_error = max_error.max(error);
+            within += usize::from(error <= TOLERANCE);
+            exact += usize::from(got.to_bits() == want.meteor.to_bits());
+            let stats = scores.per_image_stats[k].to_jar_line();
+            same_stats += usize::from(stats == want.meteor_stats);
+            if (error > TOLERANCE || stats != want.meteor_stats) && failures.len() < 20 {
+                failures.push(format!(
+                    "{name} image {id}: METEOR {got} (want {})\n    stats {stats}\n    want  {}",
+                    want.meteor, want.meteor_stats
+                ));
+            }
+        }
+        let corpus_want = fixture.corpus["METEOR"];
+        let corpus_error = (scores.corpus - corpus_want).abs();
+        eprintln!(
+            "{name}: {} images in {elapsed:.3} s; per image: {within} within {TOLERANCE:e}, \
+             {exact} bit-identical, {same_stats} identical statistics lines, max abs error \
+             {max_error:e}; corpus {} (want {corpus_want}, error {corpus_error:e})",
+            images.len(),
+            scores.corpus
+        );
+        if corpus_error > TOLERANCE {
+            failures.push(format!(
+                "{name}: corpus METEOR {} (want {corpus_want})",
+                scores.corpus
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "METEOR differs from pycocoevalcap:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Raw captions through the whole pipeline (tokenizer runs, then METEOR next to BLEU), with
+/// pycocoevalcap's score names and order.
+#[test]
+fn evaluate_reports_meteor_from_raw_captions() {
+    let Some(meteor) = meteor() else {
+        return;
+    };
+    for name in common::SCORING_FIXTURES {
+        let fixture = fixture(name);
+        let references: HashMap<String, Vec<String>> = fixture
+            .images
+            .iter()
+            .map(|(id, image)| (id.clone(), image.refs_raw.clone()))
+            .collect();
+        let candidates: HashMap<String, String> = fixture
+            .images
+            .iter()
+            .map(|(id, image)| (id.clone(), image.cand_raw.clone()))
+            .collect();
+        let evaluation = evaluate_with(
+            &fixture.image_ids,
+            &references,
+            &candidates,
+            &[Metric::Cider, Metric::Meteor, Metric::Bleu],
+            Some(meteor),
+        )
+        .unwrap();
+        let names: Vec<&str> = evaluation.corpus.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "CIDEr"]
+        );
+        let got = evaluation.corpus.get("METEOR").unwrap();
+        let want = fixture.corpus["METEOR"];
+        assert!(
+            (got - want).abs() <= TOLERANCE,
+            "{name}: corpus METEOR {got}, want {want}"
+        );
+        for image in &evaluation.images {
+            let got = image.scores.get("METEOR").unwrap();
+            let want = fixture.images[&image.image_id].scores.meteor;
+            assert!(
+                (got - want).abs() <= TOLERANCE,
+                "{name} image {}: METEOR {got}, want {want}",
+                image.image_id
+            );
+        }
+    }
+}
