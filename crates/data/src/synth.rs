@@ -975,8 +975,8 @@ fn readme(manifest: &Manifest) -> String {
          triangle, star; red, green, blue, yellow, purple, orange; small or large) on a plain light \
          background: one shape, two side by side, two stacked, or a row of three. Each image has \
          {per_image} reference captions describing colours, kinds, sizes, positions and counts, \
-         over a vocabulary of {vocabulary} words. It is small and learnable on purpose: a CNN + \
-         attention-LSTM captioner trains on it in minutes on a CPU.\n\
+         over a vocabulary of {vocabulary} words. It is small on purpose, so that a CNN + \
+         attention-LSTM captioner can be trained on it on a CPU.\n\
          \n\
          ## Regenerate\n\
          \n\
