@@ -3,9 +3,21 @@
 //! attention decoders, decoding, and self-describing checkpoints. This crate also owns the
 //! choice of compute device, so that training and serving pick devices the same way.
 
+pub mod captioner;
+pub mod checkpoint;
+pub mod decoder;
+pub mod decoding;
 pub mod device;
 pub mod encoder;
 pub mod weights;
+
+pub use captioner::{Captioner, CaptionerConfig, SpecialTokens};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_info, save_checkpoint};
+pub use decoder::{
+    AttentionLstmConfig, CaptionDecoder, ConfigError, Decoder, DecoderConfig, DecoderOutput, DecoderState, PositionEncoding,
+    TransformerDecoderConfig, doubly_stochastic_penalty,
+};
+pub use decoding::{BeamSearchConfig, DecodeError, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig};
 
 pub use device::{DeviceSpec, FlexBackend};
 pub use encoder::{Encoder, EncoderConfig, EncoderError, EncoderKind, EncoderOutput, Finetune};
