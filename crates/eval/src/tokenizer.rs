@@ -463,7 +463,7 @@ impl Lexer<'_> {
     }
 
     /// Words: letters and digits joined by `-`, `.`, `_`, `/`, `&` or an apostrophe when a
-    /// letter or digit follows (`well-known`, `bathroom.with`, `and/or`, `at&t`, `o'clock`),
+    /// letter or digit follows (`well-known`, `bathroom.with`, `and/or`, `AT&T`, `o'clock`),
     /// then clitics split off and an abbreviation's period kept.
     fn word(&self, i: usize) -> Option<Match> {
         if !self
@@ -474,13 +474,20 @@ impl Lexer<'_> {
         }
         let mut j = i;
         loop {
+            let run_start = j;
             while self.at(j).is_some_and(is_word_char) {
                 j += 1;
+            }
+            // `&` joins capitals only: `AT&T`, `R&D`, `B&W` stay whole, `at&t`, `b&w` split.
+            if self.at(j) == Some('&') && !self.capitals_around_ampersand(run_start, j) {
+                break;
             }
             let joins = self.at(j).is_some_and(|c| "-._/&'\u{2019}".contains(c))
                 && self
                     .at(j + 1)
-                    .is_some_and(|c| is_word_char(c) && !is_combining_mark(c));
+                    .is_some_and(|c| is_word_char(c) && !is_combining_mark(c))
+                // `rock'n'roll` is `rock 'n' roll`.
+                && !self.is_quoted_n(j);
             if !joins {
                 break;
             }
@@ -526,6 +533,23 @@ impl Lexer<'_> {
             _ => {}
         }
         Some(Match { end, tokens })
+    }
+
+    /// Whether the run `from..amp` before the `&` at `amp`, and the run after it, are all
+    /// capital letters.
+    fn capitals_around_ampersand(&self, from: usize, amp: usize) -> bool {
+        let capitals = |range: &[char]| !range.is_empty() && range.iter().all(|c| c.is_uppercase());
+        let mut end = amp + 1;
+        while self.at(end).is_some_and(is_word_char) {
+            end += 1;
+        }
+        capitals(&self.chars[from..amp]) && capitals(&self.chars[amp + 1..end])
+    }
+
+    /// Whether `'n'` starts at `i` (either apostrophe, either case).
+    fn is_quoted_n(&self, i: usize) -> bool {
+        let apostrophe = |c: Option<char>| matches!(c, Some('\'' | '\u{2019}'));
+        apostrophe(self.at(i)) && matches!(self.at(i + 1), Some('n' | 'N')) && apostrophe(self.at(i + 2))
     }
 
     /// Whether the `.` at `dot` after `word` is part of it (`st.`, `u.s.`, `a.`) rather than a
@@ -626,6 +650,14 @@ impl Lexer<'_> {
     /// An apostrophe outside a word: a detached clitic (`dog 's`), a doubled closing quote
     /// (`''`), or a single quote, opening (`` ` ``) or closing (`'`).
     fn apostrophe(&self, i: usize) -> Match {
+        // `'n'` (`rock 'n' roll`, `slip 'n' slide`) is one token, and so is `'n` before a
+        // non-word character (`rock 'n roll`).
+        if self.is_quoted_n(i) {
+            return Match::single(i + 3, format!("'{}'", self.text(i + 1, i + 2)));
+        }
+        if self.at(i + 1).is_some_and(|c| c == 'n' || c == 'N') && !self.at(i + 2).is_some_and(is_word_char) {
+            return Match::single(i + 2, format!("'{}", self.text(i + 1, i + 2)));
+        }
         for clitic in ["ll", "re", "ve", "s", "m", "d"] {
             let len = clitic.len();
             let matches = (0..len).all(|k| {
@@ -768,6 +800,27 @@ mod tests {
     }
 
     #[test]
+    fn ampersand_joins_capitals_only() {
+        assert_eq!(ptb("AT&T phone"), "at&t phone");
+        assert_eq!(ptb("at&t phone"), "at & t phone");
+        assert_eq!(ptb("At&T phone"), "at & t phone");
+        assert_eq!(ptb("B&W photo"), "b&w photo");
+        assert_eq!(ptb("b&w photo"), "b & w photo");
+        assert_eq!(ptb("A1&B x"), "a1 & b x");
+        assert_eq!(ptb("1&2"), "1 & 2");
+    }
+
+    #[test]
+    fn quoted_n_is_one_token() {
+        assert_eq!(ptb("slip 'n' slide"), "slip 'n' slide");
+        assert_eq!(ptb("Rock'n'Roll"), "rock 'n' roll");
+        assert_eq!(ptb("rock 'n'roll"), "rock 'n' roll");
+        assert_eq!(ptb("rock 'n roll"), "rock 'n roll");
+        assert_eq!(tokenize_caption("A boy on a Slip 'n' Slide ."), "a boy on a slip 'n' slide");
+        assert_eq!(tokenize_caption("rock n' roll"), "rock n roll");
+    }
+
+    #[test]
     fn clitics_and_contractions() {
         assert_eq!(
             ptb("I don't think the cat's bed cannot"),
@@ -791,7 +844,7 @@ mod tests {
             "`` x '' ` y ' -lrb- a -rrb- -lsb- b -rsb- -lcb- c -rcb-"
         );
         assert_eq!(
-            ptb("$5.00 10% #1 a*b c++ c# at&t &amp; 3/4"),
+            ptb("$5.00 10% #1 a*b c++ c# AT&T &amp; 3/4"),
             "$ 5.00 10 % # 1 a * b c++ c# at&t & 3/4"
         );
         assert_eq!(
@@ -856,7 +909,7 @@ mod tests {
                 "well-known t-shirt 1,000 3/4 50/50 and/or 5.00 3.14 .5",
             ),
             (
-                "foo@bar.com http://x.org at&t c++ c# 2x4",
+                "foo@bar.com http://x.org AT&T c++ c# 2x4",
                 "foo@bar.com http://x.org at&t c++ c# 2x4",
             ),
             (
