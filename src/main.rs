@@ -22,6 +22,8 @@ enum Command {
     Data(commands::data::DataCommand),
     /// Score generated captions against references with pycocoevalcap's metrics (no Java needed).
     Score(commands::score::ScoreArgs),
+    /// Caption image files with a checkpoint (beam search, n-best, confidences).
+    Caption(commands::caption::CaptionArgs),
     /// Compare two systems scored on the same images: paired bootstrap intervals, randomisation
     /// p-values, win/tie/loss; `--gate METRIC` makes the exit status a promotion gate.
     Compare(commands::compare::CompareArgs),
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => commands::data::run(cmd).map(|()| 0),
         Command::Score(args) => commands::score::run(args).map(|()| 0),
+        Command::Caption(args) => commands::caption::run(args).map(|()| 0),
         Command::Compare(args) => commands::compare::run(args),
         Command::Config(cmd) => commands::config::run(cmd).map(|()| 0),
     };

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod caption;
 pub mod compare;
 pub mod config;
 pub mod data;

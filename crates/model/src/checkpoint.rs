@@ -62,6 +62,10 @@ pub struct CheckpointMeta {
     /// Version of the `caption-model` crate that wrote it.
     #[serde(default)]
     pub writer: String,
+    /// How images were prepared for the model in training (size, resize mode, normalisation),
+    /// so that evaluation and serving feed it the same way without the training config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<caption_data::image::ImageConfig>,
 }
 
 impl CheckpointMeta {
@@ -75,11 +79,17 @@ impl CheckpointMeta {
             metrics: BTreeMap::new(),
             created: rfc3339_utc(SystemTime::now()),
             writer: format!("caption-model {}", env!("CARGO_PKG_VERSION")),
+            preprocess: None,
         }
     }
 
     pub fn with_epoch(self, epoch: u64) -> Self {
         CheckpointMeta { epoch: Some(epoch), ..self }
+    }
+
+    /// The same metadata, recording how images are prepared for the model.
+    pub fn with_preprocess(self, preprocess: caption_data::image::ImageConfig) -> Self {
+        CheckpointMeta { preprocess: Some(preprocess), ..self }
     }
 
     pub fn with_metric(mut self, name: impl Into<String>, value: f64) -> Self {

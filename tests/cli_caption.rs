@@ -1,0 +1,83 @@
+//! `caption caption` end to end: a checkpoint written through the model crate's API (tiny, random
+//! weights: the captions are words of its vocabulary, not good ones) captions real PNG files.
+
+use caption_data::image::ImageConfig;
+use caption_data::{TextEncoder, VocabConfig};
+use caption_model::{AttentionLstmConfig, CaptionerConfig, CheckpointMeta, EncoderConfig, EncoderKind, FlexBackend, save_checkpoint};
+use std::path::Path;
+use std::process::Command;
+
+fn write_checkpoint(dir: &Path) -> TextEncoder {
+    let captions = ["a red circle", "two blue squares", "a green triangle above a red circle"];
+    let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &captions).unwrap();
+    let encoder = EncoderConfig::new(EncoderKind::Resnet18).with_layers(Some([1, 1, 1, 1])).with_width(8);
+    let decoder = AttentionLstmConfig::new().with_embedding_size(16).with_hidden_size(32).with_attention_size(16);
+    let model = CaptionerConfig::for_text_encoder(encoder, decoder, &text).init::<FlexBackend>(&Default::default()).unwrap();
+    let preprocess = ImageConfig { size: 32, ..Default::default() };
+    save_checkpoint(dir, &model, &text, &CheckpointMeta::new("tiny", 1).with_preprocess(preprocess)).unwrap();
+    text
+}
+
+fn caption(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_caption")).args(args).output().unwrap()
+}
+
+#[test]
+fn captions_images_with_n_best_and_confidences() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let text = write_checkpoint(&checkpoint);
+    let mut images = Vec::new();
+    for (name, colour) in [("red.png", [220, 30, 30]), ("blue.jpg", [30, 30, 220])] {
+        let path = dir.path().join(name);
+        image::RgbImage::from_pixel(48, 40, image::Rgb(colour)).save(&path).unwrap();
+        images.push(path.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["caption", "--checkpoint", checkpoint.to_str().unwrap(), "--beam-size", "3", "--num-captions", "2", "--json"];
+    args.extend(images.iter().map(String::as_str));
+    let out = caption(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for result in results {
+        let captions = result["captions"].as_array().unwrap();
+        assert_eq!(captions.len(), 2);
+        for c in captions {
+            let confidence = c["confidence"].as_f64().unwrap();
+            assert!(confidence > 0.0 && confidence <= 1.0, "{c}");
+            for word in c["text"].as_str().unwrap().split_whitespace() {
+                assert!(text.encode(word).iter().all(|&id| id != text.unk_id()), "{word} is not in the vocabulary");
+            }
+        }
+    }
+    // Greedy, plain text: one line per image.
+    let mut args = vec!["caption", "--checkpoint", checkpoint.to_str().unwrap(), "--beam-size", "1"];
+    args.extend(images.iter().map(String::as_str));
+    let out = caption(&args);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn a_truncated_checkpoint_or_a_bad_image_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    write_checkpoint(&checkpoint);
+    let image = dir.path().join("x.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])).save(&image).unwrap();
+    let not_an_image = dir.path().join("notes.png");
+    std::fs::write(&not_an_image, "plain text").unwrap();
+    let out = caption(&["caption", "--checkpoint", checkpoint.to_str().unwrap(), not_an_image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: ") && err.contains("notes.png") && err.trim_end().lines().count() == 1, "{err}");
+
+    let weights = checkpoint.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let out = caption(&["caption", "--checkpoint", checkpoint.to_str().unwrap(), image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("model.safetensors") && !err.contains("panicked"), "{err}");
+}
