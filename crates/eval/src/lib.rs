@@ -4,7 +4,8 @@
 //! per image, it reproduces pycocoevalcap's PTB tokenization and its BLEU-1..4, ROUGE-L and
 //! CIDEr-D scores (corpus and per image) to the last bit, quirks included, as documented in
 //! the shared `SPEC.md`, and METEOR 1.5 ([`meteor`], which needs pycocoevalcap's data
-//! files). It depends on neither the model nor the training code; training uses it for
+//! files), plus SPICE-rb ([`spice`]), a rule-based approximation of SPICE 1.0 reported under
+//! its own name. It depends on neither the model nor the training code; training uses it for
 //! CIDEr-D rewards ([`cider::CiderD::with_corpus_df`]) and evaluation for reports.
 //!
 //! Entry points: [`evaluate`] for raw captions keyed by image id, [`score_tokenized`] for
@@ -19,6 +20,7 @@ pub mod numpy_mean;
 mod python_float;
 pub mod rouge;
 pub mod scorer;
+pub mod spice;
 pub mod tokenizer;
 
 use serde::Serialize;

@@ -17,9 +17,10 @@ use crate::bleu::bleu;
 use crate::cider::cider_d;
 use crate::meteor::{Meteor, MeteorUnavailable};
 use crate::rouge::rouge_l;
+use crate::spice::Spice;
 use crate::tokenizer::{count_extra_line_breaks, tokenize_captions};
 
-/// A metric the crate computes. SPICE will join later.
+/// A metric the crate computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
 pub enum Metric {
@@ -31,6 +32,10 @@ pub enum Metric {
     Rouge,
     /// CIDEr-D (`CIDEr`).
     Cider,
+    /// SPICE-rb (`SPICE-rb`): SPICE 1.0's scene-graph F-score with a rule-based parser instead
+    /// of CoreNLP, an approximation of SPICE (see [`crate::spice`]). Needs the WordNet
+    /// synonyms in pycocoevalcap's METEOR data. Never part of the default sets.
+    Spice,
 }
 
 impl Metric {
@@ -38,10 +43,21 @@ impl Metric {
     /// METEOR ([`Metric::Meteor`]) needs data files and runs only when asked for.
     pub const ALL: [Metric; 3] = [Metric::Bleu, Metric::Rouge, Metric::Cider];
 
-    /// Every metric implemented, METEOR included, in pycocoevalcap's reporting order (the
-    /// order of the reported scores whatever the order of the request).
+    /// Every metric that reproduces pycocoevalcap, METEOR included, in pycocoevalcap's
+    /// reporting order (the order of the reported scores whatever the order of the
+    /// request). SPICE-rb ([`Metric::Spice`]), an approximation, runs only when asked for
+    /// and is reported last, where pycocoevalcap reports SPICE.
     pub const REPORT_ORDER: [Metric; 4] =
         [Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider];
+
+    /// The order scores are computed and reported in.
+    const COMPUTE_ORDER: [Metric; 5] = [
+        Metric::Bleu,
+        Metric::Meteor,
+        Metric::Rouge,
+        Metric::Cider,
+        Metric::Spice,
+    ];
 
     /// The score names this metric reports, as pycocoevalcap spells them.
     pub fn score_names(self) -> &'static [&'static str] {
@@ -50,6 +66,7 @@ impl Metric {
             Metric::Meteor => &["METEOR"],
             Metric::Rouge => &["ROUGE_L"],
             Metric::Cider => &["CIDEr"],
+            Metric::Spice => &[crate::spice::SCORE_NAME],
         }
     }
 }
@@ -124,9 +141,10 @@ pub struct MetricScores {
 }
 
 /// Runs the requested metrics on already tokenized captions, as pycocoevalcap's scorers do
-/// once `PTBTokenizer` has run. Requesting a metric twice computes it once. METEOR, when
-/// requested, loads its data as [`Meteor::locate`] finds it (`CAPTION_METEOR_DATA` or an
-/// installed pycocoevalcap); use [`score_tokenized_with`] to pass it loaded.
+/// once `PTBTokenizer` has run. Requesting a metric twice computes it once. METEOR and
+/// SPICE-rb, when requested, load their data as [`Meteor::locate`] finds it
+/// (`CAPTION_METEOR_DATA` or an installed pycocoevalcap); use [`score_tokenized_with`] to
+/// pass it loaded.
 pub fn score_tokenized(
     images: &[TokenizedImage],
     metrics: &[Metric],
@@ -134,8 +152,8 @@ pub fn score_tokenized(
     score_tokenized_with(images, metrics, None)
 }
 
-/// [`score_tokenized`] with METEOR's data already loaded (`None`: located when METEOR is
-/// requested).
+/// [`score_tokenized`] with METEOR's data already loaded (`None`: located when METEOR or
+/// SPICE-rb is requested; SPICE-rb uses METEOR's WordNet synonyms).
 pub fn score_tokenized_with(
     images: &[TokenizedImage],
     metrics: &[Metric],
@@ -161,7 +179,15 @@ pub fn score_tokenized_with(
     };
     let mut corpus = Scores::default();
     let mut per_image = vec![Scores::default(); images.len()];
-    for metric in Metric::REPORT_ORDER
+    let spice = if metrics.contains(&Metric::Spice) {
+        Some(match meteor {
+            Some(meteor) => Spice::from_meteor(meteor),
+            None => Spice::locate(None)?,
+        })
+    } else {
+        None
+    };
+    for metric in Metric::COMPUTE_ORDER
         .into_iter()
         .filter(|m| metrics.contains(m))
     {
@@ -197,6 +223,16 @@ pub fn score_tokenized_with(
                 corpus.push("CIDEr", scores.corpus);
                 for (image, value) in per_image.iter_mut().zip(&scores.per_image) {
                     image.push("CIDEr", value.score);
+                }
+            }
+            Metric::Spice => {
+                let scores = spice
+                    .as_ref()
+                    .expect("SPICE-rb is loaded when requested")
+                    .score(images);
+                corpus.push(crate::spice::SCORE_NAME, scores.corpus);
+                for (image, value) in per_image.iter_mut().zip(&scores.per_image) {
+                    image.push(crate::spice::SCORE_NAME, value.f());
                 }
             }
         }

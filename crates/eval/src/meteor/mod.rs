@@ -30,7 +30,7 @@ use align::{Sentence, align};
 use normalize::{NonbreakingPrefixes, java_lines, java_trim, normalize_line, string_tokens};
 use paraphrase::ParaphraseTable;
 pub use stats::MeteorStats;
-use synonym::SynonymDictionary;
+pub use synonym::SynonymDictionary;
 
 /// The environment variable naming METEOR's data (see [`Meteor::locate`]).
 pub const DATA_ENV_VAR: &str = "CAPTION_METEOR_DATA";
@@ -51,6 +51,24 @@ impl MeteorUnavailable {
             reason: reason.into(),
         }
     }
+}
+
+/// Finds METEOR's data as [`Meteor::locate`] does and loads only its WordNet synonym
+/// dictionary (`synonym/english.exceptions` and `synonym/english.synsets` inside
+/// `meteor-1.5.jar`), without the paraphrase table.
+pub fn locate_synonyms(explicit: Option<&Path>) -> Result<SynonymDictionary, MeteorUnavailable> {
+    load_synonyms(&data::locate(explicit)?)
+}
+
+/// Loads only the WordNet synonym dictionary from METEOR's data at `path` (any path
+/// [`Meteor::load`] accepts).
+pub fn load_synonyms(path: &Path) -> Result<SynonymDictionary, MeteorUnavailable> {
+    let files = data::DataFiles::open(path)?;
+    SynonymDictionary::parse(
+        &files.jar_text("synonym/english.exceptions")?,
+        &files.jar_text("synonym/english.synsets")?,
+    )
+    .map_err(|e| files.corrupt("synonym/english.synsets", e))
 }
 
 /// METEOR 1.5 with its English resources loaded; build it once and score many times.
@@ -136,6 +154,11 @@ impl Meteor {
             paraphrases: ParaphraseTable::read(paraphrases.as_bytes()).unwrap(),
             source: PathBuf::from("test"),
         }
+    }
+
+    /// The WordNet synonym dictionary (SPICE matches with the same synsets).
+    pub fn synonyms(&self) -> &SynonymDictionary {
+        &self.synonyms
     }
 
     /// Where the data was loaded from (the jar or the wheel).

@@ -50,6 +50,17 @@ impl SynonymDictionary {
         })
     }
 
+    /// Whether WordNet (as METEOR ships it) has `word`.
+    pub fn contains(&self, word: &str) -> bool {
+        self.word_to_synsets.contains_key(word)
+    }
+
+    /// The base forms `english.exceptions` lists for the irregular form `word` (WordNet's
+    /// exception lists of all parts of speech together), in file order.
+    pub fn exception_bases(&self, word: &str) -> &[String] {
+        self.word_to_bases.get(word).map_or(&[], Vec::as_slice)
+    }
+
     fn synsets(&self, word: &str) -> &[i32] {
         self.word_to_synsets.get(word).map_or(&[], Vec::as_slice)
     }
