@@ -136,7 +136,8 @@ fn shapes_config_generates_the_synthetic_set_on_first_use() {
 fn every_config_in_the_repository_checks() {
     for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
+        // serve.yaml configures `caption serve`, not an experiment.
+        if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("serve.yaml") {
             let out = stdout(&caption(&["config", "check", path.to_str().unwrap()]));
             assert!(out.trim_end().ends_with(": ok"), "{out}");
         }

@@ -1,0 +1,187 @@
+//! `caption promote`, `caption models`, `caption rollback`, `caption serve keys` and
+//! `caption serve` end to end, with a tiny random-weight checkpoint written through the model
+//! crate's API. The server runs as a child process on a free port and is stopped with SIGTERM.
+
+use caption_data::image::ImageConfig;
+use caption_data::{TextEncoder, VocabConfig};
+use caption_model::{AttentionLstmConfig, CaptionerConfig, CheckpointMeta, EncoderConfig, EncoderKind, FlexBackend, save_checkpoint};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn write_checkpoint(dir: &Path, run_name: &str) {
+    let captions = ["a red circle", "two blue squares", "a green triangle above a red circle"];
+    let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &captions).unwrap();
+    let encoder = EncoderConfig::new(EncoderKind::Resnet18).with_layers(Some([1, 1, 1, 1])).with_width(8);
+    let decoder = AttentionLstmConfig::new().with_embedding_size(16).with_hidden_size(32).with_attention_size(16);
+    let model = CaptionerConfig::for_text_encoder(encoder, decoder, &text).init::<FlexBackend>(&Default::default()).unwrap();
+    let preprocess = ImageConfig { size: 32, ..Default::default() };
+    let meta = CheckpointMeta::new(run_name, 3).with_preprocess(preprocess).with_metric("val/CIDEr", 0.7);
+    save_checkpoint(dir, &model, &text, &meta).unwrap();
+}
+
+fn caption(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_caption")).args(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The one error line of a failed command.
+fn error_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1 && !stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn promote_list_and_roll_back_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    write_checkpoint(&run.join("checkpoints").join("best"), "tiny");
+    let other = dir.path().join("other");
+    write_checkpoint(&other, "another run");
+    let registry = dir.path().join("registry");
+    let reg = registry.to_str().unwrap();
+
+    // A run directory means its best checkpoint.
+    let out = stdout(&caption(&["promote", run.to_str().unwrap(), "--registry", reg]));
+    assert!(out.contains("promoted tiny-v1") && out.contains("best"), "{out}");
+    let out = stdout(&caption(&["promote", other.to_str().unwrap(), "--registry", reg, "--name", "tiny"]));
+    assert!(out.contains("promoted tiny-v2"), "{out}");
+
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&caption(&["models", "--registry", reg, "--json"]))).unwrap();
+    assert_eq!(listing["production"], "tiny-v2");
+    assert_eq!(listing["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(listing["versions"][1]["run_name"], "another run");
+    let table = stdout(&caption(&["models", "--registry", reg]));
+    assert!(table.lines().any(|l| l.starts_with("* tiny-v2") && l.contains("val/CIDEr=0.7000")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("  tiny-v1")), "{table}");
+
+    let out = stdout(&caption(&["rollback", "--registry", reg]));
+    assert!(out.contains("production is now tiny-v1"), "{out}");
+    let err = error_line(&caption(&["rollback", "--registry", reg]));
+    assert!(err.contains("nothing to roll back to"), "{err}");
+
+    let err = error_line(&caption(&["promote", dir.path().join("missing").to_str().unwrap(), "--registry", reg]));
+    assert!(err.contains("missing"), "{err}");
+    let err = error_line(&caption(&["models", "--registry", dir.path().join("nothing").to_str().unwrap()]));
+    assert!(err.contains("no model registry"), "{err}");
+}
+
+#[test]
+fn keys_are_printed_once_and_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let key = stdout(&caption(&["serve", "keys", "add", "alice", "--keys", keys.to_str().unwrap()])).trim().to_string();
+    assert!(key.starts_with("cap_") && key.len() > 40, "{key}");
+    let stored = std::fs::read_to_string(&keys).unwrap();
+    assert!(stored.contains("alice") && !stored.contains(&key), "{stored}");
+    let err = error_line(&caption(&["serve", "keys", "add", "alice", "--keys", keys.to_str().unwrap()]));
+    assert!(err.contains("already a key named"), "{err}");
+    assert!(stdout(&caption(&["serve", "keys", "list", "--keys", keys.to_str().unwrap()])).starts_with("alice\t"));
+    stdout(&caption(&["serve", "keys", "remove", "alice", "--keys", keys.to_str().unwrap()]));
+    assert_eq!(stdout(&caption(&["serve", "keys", "list", "--keys", keys.to_str().unwrap()])), "");
+}
+
+/// One HTTP/1.1 request (`Connection: close`); returns the status and the body.
+fn http(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn serve_answers_over_http_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    write_checkpoint(&checkpoint, "tiny");
+    let registry = dir.path().join("registry");
+    stdout(&caption(&["promote", checkpoint.to_str().unwrap(), "--registry", registry.to_str().unwrap()]));
+    // Keys default to <registry>/keys.json.
+    let keys = registry.join("keys.json");
+    let key = stdout(&caption(&["serve", "keys", "add", "ci", "--keys", keys.to_str().unwrap()])).trim().to_string();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caption"))
+        .args(["serve", "--registry", registry.to_str().unwrap(), "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let address: SocketAddr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("caption serve exited before listening:\n{log}");
+        }
+        log.push_str(&line);
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    assert!(log.contains("serving tiny-v1"), "{log}");
+
+    let (status, body) = http(address, "GET", "/ready", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 40, 40]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let boundary = "cli-serve-test";
+    let mut form =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"red.png\"\r\nContent-Type: image/png\r\n\r\n")
+            .into_bytes();
+    form.extend_from_slice(&png);
+    form.extend_from_slice(
+        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"num_captions\"\r\n\r\n2\r\n--{boundary}--\r\n").as_bytes(),
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let (status, body) = http(address, "POST", "/api/v1/caption", &[("Content-Type", &content_type), ("X-API-Key", &key)], &form);
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((reply["model"]["id"].as_str(), reply["captions"].as_array().map(Vec::len)), (Some("tiny-v1"), Some(2)), "{reply}");
+    let (status, _) = http(address, "POST", "/api/v1/caption", &[("Content-Type", &content_type)], &form);
+    assert_eq!(status, 401);
+
+    // SIGTERM (as `docker stop` sends it) stops the server cleanly.
+    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().is_ok_and(|s| s.success());
+    if !terminated {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    stderr.read_to_string(&mut log).unwrap();
+    if terminated {
+        assert!(status.success() && log.contains("stopped"), "{status:?}\n{log}");
+    }
+}
+
+#[test]
+fn serve_refuses_bad_settings_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(&config, "port: 0\nbatching:\n  max_batch: 0\n").unwrap();
+    let registry = dir.path().to_str().unwrap();
+    let err = error_line(&caption(&["serve", "--registry", registry, "--config", config.to_str().unwrap()]));
+    assert!(err.contains("max_batch"), "{err}");
+    std::fs::write(&config, "prot: 8080\n").unwrap();
+    let err = error_line(&caption(&["serve", "--registry", registry, "--config", config.to_str().unwrap()]));
+    assert!(err.contains("prot") && err.contains("serve.yaml"), "{err}");
+    let err = error_line(&caption(&["serve"]));
+    assert!(err.contains("--registry"), "{err}");
+}

@@ -1,0 +1,493 @@
+//! The HTTP handlers: request parsing (JSON with base64 images, or multipart uploads), decoding
+//! options, the result cache, and the JSON answers. Every failure is an [`ApiError`]: a status
+//! code and `{"status": "error", "message": "..."}`.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use caption_data::image::{ImageConfig, decode_bytes, prepare};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::registry::{self, Version};
+use crate::server::{AppState, CacheKey};
+use crate::worker::{Caption, DecodeOptions, ModelWorker, SubmitError};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    pub fn rate_limited(wait: Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("rate limit exceeded: retry in {seconds} s"))
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    pub fn timeout(after: Duration) -> Self {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, format!("the request took longer than {} ms and was abandoned", after.as_millis()))
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({"status": "error", "message": self.message}));
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// `POST /api/v1/caption` as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptionRequest {
+    /// Base64 (standard alphabet; a `data:` URL prefix and line breaks are accepted).
+    image: String,
+    num_captions: Option<usize>,
+    beam_size: Option<usize>,
+    max_length: Option<usize>,
+}
+
+/// `POST /api/v1/caption/batch` as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    images: Vec<String>,
+    num_captions: Option<usize>,
+    beam_size: Option<usize>,
+    max_length: Option<usize>,
+}
+
+/// Decoding options as sent; unset ones take the server's defaults.
+#[derive(Debug, Default)]
+struct RawOptions {
+    num_captions: Option<usize>,
+    beam_size: Option<usize>,
+    max_length: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: u32,
+    pub id: String,
+}
+
+impl From<&Version> for ModelRef {
+    fn from(version: &Version) -> Self {
+        ModelRef { name: version.name.clone(), version: version.version, id: version.id.clone() }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CaptionResponse {
+    status: &'static str,
+    captions: Vec<Caption>,
+    model: ModelRef,
+    cached: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchItem {
+    captions: Vec<Caption>,
+    cached: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse {
+    status: &'static str,
+    results: Vec<BatchItem>,
+    model: ModelRef,
+}
+
+/// The images of a request (name for messages, bytes) and its options.
+struct Upload {
+    images: Vec<(String, Vec<u8>)>,
+    options: RawOptions,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Single,
+    Batch,
+}
+
+pub async fn caption(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    let model = loaded_model(&state)?;
+    let upload = read_upload(&state, request, Shape::Single).await?;
+    let options = resolve_options(&state, &model, &upload.options)?;
+    let mut results = caption_images(&state, &model, upload.images, options).await?;
+    let (captions, cached) = results.pop().ok_or_else(|| ApiError::internal("no result for the image"))?;
+    Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached }).into_response())
+}
+
+pub async fn caption_batch(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    let model = loaded_model(&state)?;
+    let upload = read_upload(&state, request, Shape::Batch).await?;
+    let limit = state.config.limits.max_batch_images;
+    if upload.images.is_empty() {
+        return Err(ApiError::unprocessable("`images` is empty: send at least one image"));
+    }
+    if upload.images.len() > limit {
+        return Err(ApiError::unprocessable(format!(
+            "{} images in one request; at most {limit} (`limits.max_batch_images`)",
+            upload.images.len()
+        )));
+    }
+    let options = resolve_options(&state, &model, &upload.options)?;
+    let results = caption_images(&state, &model, upload.images, options).await?;
+    let results = results.into_iter().map(|(captions, cached)| BatchItem { captions, cached }).collect();
+    Ok(Json(BatchResponse { status: "success", results, model: ModelRef::from(&model.info.version) }).into_response())
+}
+
+pub async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let model = loaded_model(&state)?;
+    Ok(Json(serde_json::json!({"status": "ready", "model": ModelRef::from(&model.info.version)})).into_response())
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+pub async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+/// `GET /api/v1/models`: the registry's versions, the production one and the loaded one.
+pub async fn models(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let registry = state.registry.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        Ok::<_, registry::RegistryError>((registry::list(&registry)?, registry::production(&registry)?))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (versions, production) = listing;
+    let loaded = state.model().map(|m| ModelRef::from(&m.info.version));
+    Ok(Json(serde_json::json!({
+        "status": "success",
+        "production": production.map(|v| v.id),
+        "loaded": loaded,
+        "versions": versions,
+    }))
+    .into_response())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: see GET /openapi.json")
+}
+
+fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiError> {
+    state.model().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "no model loaded: the registry {} has no production version; promote one with `caption promote`",
+            state.registry.display()
+        ))
+    })
+}
+
+/// Applies the defaults and checks the options against the config and the model.
+fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOptions) -> Result<DecodeOptions, ApiError> {
+    let decoding = &state.config.decoding;
+    let beam_size = raw.beam_size.unwrap_or(decoding.default_beam_size);
+    if beam_size == 0 || beam_size > decoding.max_beam_size {
+        return Err(ApiError::unprocessable(format!("`beam_size` is {beam_size}; use 1..={} (1 = greedy)", decoding.max_beam_size)));
+    }
+    let num_captions = raw.num_captions.unwrap_or(decoding.default_num_captions.min(beam_size));
+    if num_captions == 0 || num_captions > beam_size {
+        return Err(ApiError::unprocessable(format!("`num_captions` is {num_captions}; use 1..={beam_size} (at most `beam_size`)")));
+    }
+    let model_max = model.info.max_length;
+    let max_length = raw.max_length.unwrap_or(model_max);
+    if max_length == 0 || max_length > model_max {
+        return Err(ApiError::unprocessable(format!("`max_length` is {max_length}; this model writes 1..={model_max} words")));
+    }
+    Ok(DecodeOptions { beam_size, num_captions, max_length })
+}
+
+/// Reads the body (bounded by `limits.max_body_bytes`) as JSON or multipart.
+async fn read_upload(state: &AppState, request: Request, shape: Shape) -> Result<Upload, ApiError> {
+    let limit = state.config.limits.max_body_bytes;
+    let too_large = || ApiError::too_large(format!("the request body is over {limit} bytes (`limits.max_body_bytes`)"));
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| if is_length_limit(&e) { too_large() } else { ApiError::bad_request(format!("cannot read the request body: {e}")) })?;
+    if mime == "application/json" || mime.ends_with("+json") {
+        parse_json(&bytes, shape)
+    } else if mime == "multipart/form-data" {
+        parse_multipart(Request::from_parts(parts, Body::from(bytes)), shape).await
+    } else {
+        let shown = if mime.is_empty() { "none".to_string() } else { mime };
+        Err(ApiError::unsupported(format!("content type {shown}: send application/json (base64 images) or multipart/form-data (files)")))
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
+    let classify = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid request: {e}")),
+        _ => ApiError::bad_request(format!("the body is not valid JSON: {e}")),
+    };
+    match shape {
+        Shape::Single => {
+            let request: CaptionRequest = serde_json::from_slice(bytes).map_err(classify)?;
+            let image = decode_base64(&request.image, "image")?;
+            let options = RawOptions { num_captions: request.num_captions, beam_size: request.beam_size, max_length: request.max_length };
+            Ok(Upload { images: vec![("image".to_string(), image)], options })
+        }
+        Shape::Batch => {
+            let request: BatchRequest = serde_json::from_slice(bytes).map_err(classify)?;
+            let images = request
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let name = format!("images[{i}]");
+                    decode_base64(text, &name).map(|bytes| (name, bytes))
+                })
+                .collect::<Result<_, _>>()?;
+            let options = RawOptions { num_captions: request.num_captions, beam_size: request.beam_size, max_length: request.max_length };
+            Ok(Upload { images, options })
+        }
+    }
+}
+
+fn decode_base64(text: &str, name: &str) -> Result<Vec<u8>, ApiError> {
+    // `data:image/png;base64,....` as browsers produce it.
+    let text = match text.strip_prefix("data:") {
+        Some(rest) => rest.split_once(',').map(|(_, data)| data).unwrap_or(""),
+        None => text,
+    };
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.is_empty() {
+        return Err(ApiError::bad_request(format!("`{name}` is empty: send the image file's bytes in base64")));
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine.decode(compact.as_bytes()).map_err(|e| ApiError::bad_request(format!("`{name}` is not valid base64: {e}")))
+}
+
+async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiError> {
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
+    let mut images = Vec::new();
+    let mut options = RawOptions::default();
+    let field_error =
+        |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), format!("invalid multipart body: {}", e.body_text()));
+    while let Some(field) = multipart.next_field().await.map_err(field_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "image" | "images" => {
+                if shape == Shape::Single && !images.is_empty() {
+                    return Err(ApiError::unprocessable("more than one image: use /api/v1/caption/batch for several"));
+                }
+                let label = match shape {
+                    Shape::Single => "image".to_string(),
+                    Shape::Batch => format!("images[{}]", images.len()),
+                };
+                let bytes = field.bytes().await.map_err(field_error)?;
+                images.push((label, bytes.to_vec()));
+            }
+            "num_captions" | "beam_size" | "max_length" => {
+                let text = field.text().await.map_err(field_error)?;
+                let value = text
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::unprocessable(format!("`{name}` is {text:?}; expected a whole number")))?;
+                match name.as_str() {
+                    "num_captions" => options.num_captions = Some(value),
+                    "beam_size" => options.beam_size = Some(value),
+                    _ => options.max_length = Some(value),
+                }
+            }
+            other => {
+                return Err(ApiError::unprocessable(format!(
+                    "unknown form field {other:?}: expected image, num_captions, beam_size or max_length"
+                )));
+            }
+        }
+    }
+    if images.is_empty() {
+        return Err(ApiError::unprocessable("no `image` file in the form"));
+    }
+    Ok(Upload { images, options })
+}
+
+/// Captions every image, from the cache where possible; the rest are queued together so that
+/// the model thread decodes them in one batch. Results keep the images' order.
+async fn caption_images(
+    state: &Arc<AppState>,
+    model: &Arc<ModelWorker>,
+    images: Vec<(String, Vec<u8>)>,
+    options: DecodeOptions,
+) -> Result<Vec<(Vec<Caption>, bool)>, ApiError> {
+    let mut results: Vec<Option<(Vec<Caption>, bool)>> = vec![None; images.len()];
+    let mut misses = Vec::new();
+    for (index, (name, bytes)) in images.into_iter().enumerate() {
+        let key = CacheKey { image: Sha256::digest(&bytes).into(), model: model.info.version.id.clone(), options };
+        match state.cache.get(&key) {
+            Some(captions) => {
+                state.metrics.cache_hit();
+                results[index] = Some((captions, true));
+            }
+            None => {
+                state.metrics.cache_miss();
+                misses.push((index, name, bytes, key));
+            }
+        }
+    }
+
+    // Image decoding is CPU work: off the async threads.
+    let preprocess = model.info.preprocess.clone();
+    let max_pixels = state.config.limits.max_pixels;
+    let prepared = tokio::task::spawn_blocking(move || {
+        misses
+            .into_iter()
+            .map(|(index, name, bytes, key)| prepare_image(&bytes, &name, max_pixels, &preprocess).map(|pixels| (index, key, pixels)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("image preparation failed: {e}")))??;
+
+    let mut waiting = Vec::with_capacity(prepared.len());
+    for (index, key, pixels) in prepared {
+        let receiver = model.submit(pixels, options).map_err(|e| match e {
+            SubmitError::Overloaded => {
+                ApiError { retry_after: Some(1), ..ApiError::unavailable("the server is busy: too many images are waiting for the model") }
+            }
+            SubmitError::Stopped => ApiError::unavailable("the model is not running"),
+        })?;
+        waiting.push((index, key, receiver));
+    }
+    for (index, key, receiver) in waiting {
+        let captions =
+            receiver.await.map_err(|_| ApiError::unavailable("the model stopped before answering"))?.map_err(ApiError::internal)?;
+        state.cache.insert(key, captions.clone());
+        results[index] = Some((captions, false));
+    }
+    results.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::internal("an image got no result"))
+}
+
+/// Checks the type and the header's pixel count, then decodes and prepares the image as the
+/// checkpoint was trained.
+fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageConfig) -> Result<Vec<f32>, ApiError> {
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ApiError::unsupported(format!("{name}: cannot read it: {e}")))?;
+    match reader.format() {
+        None => return Err(ApiError::unsupported(format!("{name}: not an image (JPEG, PNG or WebP expected)"))),
+        Some(image::ImageFormat::Jpeg | image::ImageFormat::Png | image::ImageFormat::WebP) => {}
+        Some(other) => return Err(ApiError::unsupported(format!("{name}: {other:?} images are not supported; send JPEG, PNG or WebP"))),
+    }
+    let (width, height) = reader.into_dimensions().map_err(|e| ApiError::unsupported(format!("{name}: unreadable image header: {e}")))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(ApiError::too_large(format!(
+            "{name}: {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (`limits.max_pixels`)"
+        )));
+    }
+    let rgb = decode_bytes(bytes, name, max_pixels).map_err(|e| ApiError::unsupported(e.to_string()))?;
+    Ok(prepare(&rgb, preprocess, None).chw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_accepts_data_urls_line_breaks_and_missing_padding() {
+        assert_eq!(decode_base64("aGVsbG8=", "image").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVs\nbG8", "image").unwrap(), b"hello");
+        assert_eq!(decode_base64("data:image/png;base64,aGVsbG8=", "image").unwrap(), b"hello");
+        assert_eq!(decode_base64("***", "image").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(decode_base64(" ", "image").unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn images_are_checked_before_decoding() {
+        let config = ImageConfig { size: 8, ..Default::default() };
+        let err = prepare_image(b"plain text", "image", 1000, &config).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let err = prepare_image(&png, "image", 1000, &config).unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(err.message.contains("40x30"), "{}", err.message);
+        assert_eq!(prepare_image(&png, "image", 1200, &config).unwrap().len(), 3 * 8 * 8);
+        let truncated = &png[..png.len() / 2];
+        assert_eq!(prepare_image(truncated, "image", 1200, &config).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+}

@@ -1,0 +1,258 @@
+//! `serve.yaml`: everything the server can be told, strictly typed (unknown keys are errors),
+//! with every default in the `Default` impls below. `configs/serve.yaml` shows them all.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on; `0.0.0.0` to accept connections from other machines.
+    pub host: String,
+    /// 0 picks a free port (printed at start-up).
+    pub port: u16,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    pub device: String,
+    /// Whether `/api/v1/*` requires an `X-API-Key` header.
+    pub auth: AuthMode,
+    /// The API keys (SHA-256 hashes, written by `caption serve keys add`). Relative paths are
+    /// relative to this file; unset means `<registry>/keys.json`.
+    pub keys_file: Option<PathBuf>,
+    /// How often the registry's `production` pointer is checked; a new production version is
+    /// loaded and swapped in without a restart. 0 = never (restart to change versions).
+    pub reload_interval_ms: u64,
+    pub rate_limit: RateLimitConfig,
+    pub limits: LimitsConfig,
+    pub batching: BatchingConfig,
+    pub cache: CacheConfig,
+    pub decoding: DecodingConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            host: "127.0.0.1".to_string(),
+            port: 8080,
+            device: "cpu".to_string(),
+            auth: AuthMode::Enabled,
+            keys_file: None,
+            reload_interval_ms: 2_000,
+            rate_limit: RateLimitConfig::default(),
+            limits: LimitsConfig::default(),
+            batching: BatchingConfig::default(),
+            cache: CacheConfig::default(),
+            decoding: DecodingConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    Enabled,
+    Disabled,
+}
+
+/// A token bucket per API key (per client address when auth is disabled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained rate; 0 turns rate limiting off.
+    pub requests_per_minute: u32,
+    /// Requests a client may make at once after being idle (the bucket's size).
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { requests_per_minute: 120, burst: 20 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body (base64 makes an image about a third larger).
+    pub max_body_bytes: usize,
+    /// Images whose header claims more pixels are refused before decoding.
+    pub max_pixels: u64,
+    /// Most images in one `/api/v1/caption/batch` request.
+    pub max_batch_images: usize,
+    /// A request taking longer is answered 504.
+    pub request_timeout_ms: u64,
+    /// Images waiting for the model; beyond this, requests are answered 503 at once.
+    pub queue_capacity: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            max_batch_images: 16,
+            request_timeout_ms: 30_000,
+            queue_capacity: 256,
+        }
+    }
+}
+
+/// Dynamic batching: images from concurrent requests are decoded together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Most images in one decode call.
+    pub max_batch: usize,
+    /// How long the first image of a batch waits for others.
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig { max_batch: 8, max_wait_ms: 5 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Results kept (least recently used dropped first); 0 turns the cache off.
+    pub entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { entries: 1024 }
+    }
+}
+
+/// Decoding options of requests that leave them out, and their limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodingConfig {
+    /// 1 = greedy decoding.
+    pub default_beam_size: usize,
+    pub max_beam_size: usize,
+    pub default_num_captions: usize,
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        DecodingConfig { default_beam_size: 3, max_beam_size: 10, default_num_captions: 1 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl ServeConfig {
+    /// Reads and checks a `serve.yaml`; a relative `keys_file` is resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        // An empty file is all defaults.
+        let mut config: ServeConfig = if text.trim().is_empty() {
+            ServeConfig::default()
+        } else {
+            serde_norway::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?
+        };
+        if let Some(keys) = &config.keys_file
+            && keys.is_relative()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.keys_file = Some(base.join(keys));
+        }
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.limits.max_body_bytes == 0 {
+            return Err("`limits.max_body_bytes` must be positive".into());
+        }
+        if self.limits.max_pixels == 0 {
+            return Err("`limits.max_pixels` must be positive".into());
+        }
+        if self.limits.max_batch_images == 0 {
+            return Err("`limits.max_batch_images` must be at least 1".into());
+        }
+        if self.limits.request_timeout_ms == 0 {
+            return Err("`limits.request_timeout_ms` must be positive".into());
+        }
+        if self.limits.queue_capacity == 0 {
+            return Err("`limits.queue_capacity` must be at least 1".into());
+        }
+        if self.batching.max_batch == 0 {
+            return Err("`batching.max_batch` must be at least 1".into());
+        }
+        if self.decoding.max_beam_size == 0 {
+            return Err("`decoding.max_beam_size` must be at least 1".into());
+        }
+        if !(1..=self.decoding.max_beam_size).contains(&self.decoding.default_beam_size) {
+            return Err(format!(
+                "`decoding.default_beam_size` is {}; use 1..={} (`decoding.max_beam_size`)",
+                self.decoding.default_beam_size, self.decoding.max_beam_size
+            ));
+        }
+        if self.decoding.default_num_captions == 0 || self.decoding.default_num_captions > self.decoding.default_beam_size {
+            return Err(format!(
+                "`decoding.default_num_captions` is {}; use 1..={} (`decoding.default_beam_size`)",
+                self.decoding.default_num_captions, self.decoding.default_beam_size
+            ));
+        }
+        if self.rate_limit.requests_per_minute > 0 && self.rate_limit.burst == 0 {
+            return Err("`rate_limit.burst` must be at least 1 when `rate_limit.requests_per_minute` is set".into());
+        }
+        self.device_spec()?;
+        Ok(())
+    }
+
+    /// The `device` setting, checked against what this build can drive.
+    pub fn device_spec(&self) -> Result<caption_model::DeviceSpec, String> {
+        let device: caption_model::DeviceSpec = self.device.parse().map_err(|e| format!("`device`: {e}"))?;
+        device.check_compiled().map_err(|e| format!("`device`: {e}"))?;
+        Ok(device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(&path, "port: 9000\nbatching:\n  max_wiat_ms: 3\n").unwrap();
+        let err = ServeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("max_wiat_ms") && err.contains("serve.yaml"), "{err}");
+
+        std::fs::write(&path, "decoding:\n  default_beam_size: 20\n").unwrap();
+        let err = ServeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("default_beam_size"), "{err}");
+
+        std::fs::write(&path, "auth: disabled\nkeys_file: keys.json\n").unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(config.auth, AuthMode::Disabled);
+        assert_eq!(config.keys_file.unwrap(), dir.path().join("keys.json"));
+        assert_eq!(config.batching, BatchingConfig::default());
+    }
+
+    #[test]
+    fn the_example_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/serve.yaml");
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(config, ServeConfig::default());
+    }
+}

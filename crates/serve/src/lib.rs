@@ -1,0 +1,23 @@
+//! Putting a trained captioner in front of users: a registry of immutable model versions with a
+//! `production` pointer that promotion and rollback move atomically, and an HTTP service (axum)
+//! that captions uploaded images with the production version. The service checks API keys and
+//! per-key rate limits, bounds bodies, pixels and time, groups concurrent requests into batched
+//! decodes on one model thread, caches results, and reports Prometheus metrics.
+
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+pub mod rate_limit;
+pub mod registry;
+pub mod server;
+mod time;
+pub mod worker;
+
+pub use config::{AuthMode, ServeConfig};
+pub use keys::{KeyStore, KeysError};
+pub use registry::{RegistryError, Version, list, production, promote, rollback};
+pub use server::{ServeError, Server, ServerOptions};

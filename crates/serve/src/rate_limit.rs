@@ -1,0 +1,80 @@
+//! Per-client token buckets: each client may make `burst` requests at once, refilled at
+//! `requests_per_minute`. A refused request learns how long until its next token
+//! (`Retry-After`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::RateLimitConfig;
+
+/// Beyond this many clients, buckets that have refilled completely are forgotten (they are
+/// indistinguishable from new ones), so that many one-off clients cannot grow the map forever.
+const PRUNE_ABOVE: usize = 10_000;
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    /// `None` when the config turns rate limiting off.
+    pub fn new(config: &RateLimitConfig) -> Option<Self> {
+        (config.requests_per_minute > 0).then(|| RateLimiter {
+            per_second: f64::from(config.requests_per_minute) / 60.0,
+            burst: f64::from(config.burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a token from `client`'s bucket, or says how long until one is available.
+    pub fn check(&self, client: &str) -> Result<(), Duration> {
+        self.check_at(client, Instant::now())
+    }
+
+    fn check_at(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() > PRUNE_ABOVE {
+            let (per_second, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_second < burst);
+        }
+        let bucket = buckets.entry(client.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_tokens_come_back_at_the_rate() {
+        let limiter = RateLimiter::new(&RateLimitConfig { requests_per_minute: 60, burst: 2 }).unwrap();
+        let start = Instant::now();
+        assert!(limiter.check_at("a", start).is_ok());
+        assert!(limiter.check_at("a", start).is_ok());
+        let wait = limiter.check_at("a", start).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
+        // Other clients have their own buckets.
+        assert!(limiter.check_at("b", start).is_ok());
+        assert!(limiter.check_at("a", start + Duration::from_millis(1001)).is_ok());
+        assert!(limiter.check_at("a", start + Duration::from_millis(1002)).is_err());
+        assert!(RateLimiter::new(&RateLimitConfig { requests_per_minute: 0, burst: 1 }).is_none());
+    }
+}

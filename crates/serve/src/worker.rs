@@ -1,0 +1,238 @@
+//! The model thread. burn's tensors and modules stay on one `std::thread` (they are not meant to
+//! cross `.await` points); request handlers send it prepared images through a bounded channel
+//! and get captions back through one-shot channels.
+//!
+//! Dynamic batching: the thread takes the first waiting image, then keeps taking images until it
+//! has `max_batch` or `max_wait_ms` have passed since the first, and decodes the images that
+//! share decoding options in one call. Images whose requests gave up (timed out, disconnected)
+//! are dropped before decoding.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+use caption_data::TextEncoder;
+use caption_data::image::ImageConfig;
+use caption_model::{BeamSearchConfig, Captioner, CheckpointError, DecodeStrategy, DeviceSpec, load_checkpoint};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::BatchingConfig;
+use crate::metrics::Metrics;
+use crate::registry::Version;
+
+/// Decoding options of one request, with the defaults applied and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecodeOptions {
+    /// 1 = greedy decoding.
+    pub beam_size: usize,
+    pub num_captions: usize,
+    /// Most words per caption (at most the model's own maximum).
+    pub max_length: usize,
+}
+
+impl DecodeOptions {
+    fn strategy(self) -> DecodeStrategy {
+        if self.beam_size == 1 {
+            DecodeStrategy::Greedy
+        } else {
+            DecodeStrategy::Beam(BeamSearchConfig::new(self.beam_size).with_n_best(self.num_captions))
+        }
+    }
+}
+
+/// One caption as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Caption {
+    pub text: String,
+    /// exp(mean token log-probability, `<eos>` included when emitted), in (0, 1].
+    pub confidence: f64,
+}
+
+/// The captions of one image, or why decoding failed.
+pub type JobResult = Result<Vec<Caption>, String>;
+
+struct Job {
+    /// `3 x size x size`, normalised as the checkpoint expects.
+    pixels: Vec<f32>,
+    options: DecodeOptions,
+    reply: oneshot::Sender<JobResult>,
+}
+
+/// What the server needs to know about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub version: Version,
+    /// How to prepare images for it.
+    pub preprocess: ImageConfig,
+    /// The most words it writes per caption.
+    pub max_length: usize,
+    pub device: DeviceSpec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot start the model thread: {0}")]
+    Thread(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full.
+    Overloaded,
+    /// The model thread has stopped.
+    Stopped,
+}
+
+/// A handle on the model thread; the thread stops once every handle is dropped and the queue
+/// is empty.
+#[derive(Debug)]
+pub struct ModelWorker {
+    pub info: ModelInfo,
+    jobs: SyncSender<Job>,
+}
+
+impl ModelWorker {
+    /// Loads `version` from `registry` on a new thread and starts decoding there. Returns once
+    /// the model is loaded (or failed to load).
+    pub fn start(
+        registry: &Path,
+        version: Version,
+        device: DeviceSpec,
+        batching: BatchingConfig,
+        queue_capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, WorkerError> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Result<(ImageConfig, usize), WorkerError>>(1);
+        let dir = version.dir(registry);
+        let settings = Settings { batching, metrics };
+        std::thread::Builder::new()
+            .name(format!("caption-model-{}", version.id))
+            .spawn(move || match device {
+                DeviceSpec::Cpu => run::<caption_model::FlexBackend>(&dir, &Default::default(), settings, queue, loaded_tx),
+                #[cfg(feature = "cuda")]
+                DeviceSpec::Cuda(_) => run::<caption_model::device::CudaBackend>(
+                    &dir,
+                    &device.cuda_device().expect("a CUDA device"),
+                    settings,
+                    queue,
+                    loaded_tx,
+                ),
+                #[cfg(not(feature = "cuda"))]
+                DeviceSpec::Cuda(_) => {
+                    let _ = loaded_tx.send(Err(WorkerError::Thread(format!("{device} needs a build with `--features cuda`"))));
+                }
+            })
+            .map_err(|e| WorkerError::Thread(e.to_string()))?;
+        let (preprocess, max_length) =
+            loaded_rx.recv().map_err(|_| WorkerError::Thread("the model thread stopped while loading".into()))??;
+        Ok(ModelWorker { info: ModelInfo { version, preprocess, max_length, device }, jobs })
+    }
+
+    /// Queues one prepared image; the receiver gets its captions.
+    pub fn submit(&self, pixels: Vec<f32>, options: DecodeOptions) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
+        let (reply, receiver) = oneshot::channel();
+        match self.jobs.try_send(Job { pixels, options, reply }) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+        }
+    }
+}
+
+struct Settings {
+    batching: BatchingConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// The model thread's body.
+fn run<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    settings: Settings,
+    queue: Receiver<Job>,
+    loaded: SyncSender<Result<(ImageConfig, usize), WorkerError>>,
+) {
+    let checkpoint = match load_checkpoint::<B>(dir, device) {
+        Ok(checkpoint) => checkpoint,
+        Err(error) => {
+            let _ = loaded.send(Err(error.into()));
+            return;
+        }
+    };
+    // Checkpoints written before preprocessing was recorded get the training default.
+    let preprocess = checkpoint.meta.preprocess.clone().unwrap_or_default();
+    let size = preprocess.size as usize;
+    let _ = loaded.send(Ok((preprocess, checkpoint.model.config().max_length)));
+    drop(loaded);
+
+    let max_wait = Duration::from_millis(settings.batching.max_wait_ms);
+    while let Some(batch) = next_batch(&queue, settings.batching.max_batch, max_wait) {
+        // Requests that gave up need no captions.
+        let mut pending: Vec<Job> = batch.into_iter().filter(|job| !job.reply.is_closed()).collect();
+        while let Some(options) = pending.first().map(|job| job.options) {
+            let (group, rest): (Vec<Job>, Vec<Job>) = pending.into_iter().partition(|job| job.options == options);
+            pending = rest;
+            settings.metrics.observe_batch(group.len());
+            let pixels: Vec<&[f32]> = group.iter().map(|job| job.pixels.as_slice()).collect();
+            // A panic inside burn must not take the thread (and every later request) down.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decode_group(&checkpoint.model, &checkpoint.text, device, size, &pixels, options)
+            }))
+            .unwrap_or_else(|_| Err("the model failed while decoding (internal error)".to_string()));
+            match decoded {
+                Ok(captions) => {
+                    for (job, captions) in group.into_iter().zip(captions) {
+                        let _ = job.reply.send(Ok(captions));
+                    }
+                }
+                Err(message) => {
+                    for job in group {
+                        let _ = job.reply.send(Err(message.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a job, then gathers more until the batch is full or `max_wait` has passed.
+/// `None` once every sender is gone and the queue is empty.
+fn next_batch(queue: &Receiver<Job>, max_batch: usize, max_wait: Duration) -> Option<Vec<Job>> {
+    let first = queue.recv().ok()?;
+    let deadline = Instant::now() + max_wait;
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match queue.recv_timeout(left) {
+            Ok(job) => batch.push(job),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(batch)
+}
+
+fn decode_group<B: Backend>(
+    model: &Captioner<B>,
+    text: &TextEncoder,
+    device: &B::Device,
+    size: usize,
+    images: &[&[f32]],
+    options: DecodeOptions,
+) -> Result<Vec<Vec<Caption>>, String> {
+    let pixels: Vec<f32> = images.concat();
+    let batch = Tensor::<B, 4>::from_data(TensorData::new(pixels, [images.len(), 3, size, size]), device);
+    let features = model.encode(batch);
+    let hypotheses =
+        caption_model::decoding::decode(&model.decoder, &features, model.config().tokens, options.max_length, &options.strategy())
+            .map_err(|e| e.to_string())?;
+    Ok(hypotheses
+        .into_iter()
+        .map(|list| list.iter().map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence() }).collect())
+        .collect())
+}

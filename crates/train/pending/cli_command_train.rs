@@ -1,0 +1,56 @@
+//! `caption train`: train a captioner from an experiment config, or resume an interrupted run.
+
+use crate::experiment_config::ExperimentConfig;
+use anyhow::{Context, Result, bail};
+use caption_model::DeviceSpec;
+use caption_train::TrainJob;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The experiment config (YAML); not used with --resume, which reads the run's config.yaml.
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Override a value: `--set train.epochs=5` (repeatable; the value is YAML).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<String>,
+    /// cpu, cuda or cuda:N (default: `train.device`; CUDA needs a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Continue an interrupted run from RUN_DIR/checkpoints/last (model, optimizer, epoch, data order).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (config, config_yaml) = match (&args.resume, &args.config) {
+        (Some(run_dir), _) => {
+            if !args.overrides.is_empty() {
+                bail!("--set cannot be combined with --resume: a run continues with the config it started with ({})", run_dir.join("config.yaml").display());
+            }
+            let path = run_dir.join("config.yaml");
+            if !path.is_file() {
+                bail!("{}: no config.yaml there; --resume takes a run directory (experiments/<name>-<YYYYmmdd-HHMMSS>)", run_dir.display());
+            }
+            (ExperimentConfig::load(&path, &[]).context("the run's config")?, None)
+        }
+        (None, Some(path)) => {
+            let config = ExperimentConfig::load(path, &args.overrides)?;
+            let yaml = config.to_yaml()?;
+            (config, Some(yaml))
+        }
+        (None, None) => bail!("give --config FILE (or --resume RUN_DIR)"),
+    };
+    let device = args.device.as_deref().map(str::parse::<DeviceSpec>).transpose()?;
+    let job = TrainJob {
+        config: config.run_config(),
+        config_yaml,
+        device,
+        resume: args.resume.clone(),
+        command_line: std::env::args().collect(),
+        interrupt_after_step: None,
+    };
+    caption_train::train(job)?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! `caption train` end to end: a tiny run killed with SIGKILL after its first checkpoint resumes
+//! with `--resume` and finishes; config mistakes are reported clearly.
+
+use caption_model::{FlexBackend, load_checkpoint};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tiny config: 48 synthetic images, a tiny ResNet and LSTM, 10 short epochs.
+fn write_config(dir: &Path) -> PathBuf {
+    let root = dir.display();
+    let text = format!(
+        "name: tiny
+seed: 3
+data:
+  format: synthetic
+  root: {root}/shapes
+  synthetic: {{n: 48, seed: 3, image_size: 64}}
+  vocab: {{min_count: 1, max_length: 20}}
+  image: {{size: 64}}
+model:
+  encoder: {{network: resnet18, layers: [1, 1, 1, 1], width: 4, finetune: all}}
+  decoder: {{kind: attention_lstm, embedding_size: 8, hidden_size: 16, attention_size: 8, dropout: 0.1}}
+train:
+  output_dir: {root}/experiments
+  epochs: 10
+  batch_size: 8
+  captions_per_image: 2
+  lr: 0.01
+  warmup_steps: 2
+  log_every: 2
+  eval_batch_size: 8
+  patience: 0
+"
+    );
+    let path = dir.join("tiny.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn caption() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caption"));
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+fn run_dirs(experiments: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(experiments).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn killed_run_resumes_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let experiments = dir.path().join("experiments");
+
+    let mut child = caption().args(["train", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run_dir = loop {
+        if let Some(run) = run_dirs(&experiments).into_iter().find(|r| r.join("checkpoints/last/train_state.json").is_file()) {
+            break run;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!("caption train exited ({status}) before writing a checkpoint: {stderr}");
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_at: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoints/last/train_state.json")).unwrap()).unwrap();
+    assert_eq!(killed_at["finished"], false, "{killed_at}");
+
+    let out = caption().args(["train", "--resume", run_dir.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "resume failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("resuming"), "{stdout}");
+    assert!(stdout.contains("Test evaluation") && stdout.contains("CIDEr"), "{stdout}");
+
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoints/last/train_state.json")).unwrap()).unwrap();
+    assert_eq!((state["finished"].as_bool(), state["epoch"].as_u64()), (Some(true), Some(10)), "{state}");
+    for name in ["last", "best"] {
+        load_checkpoint::<FlexBackend>(&run_dir.join("checkpoints").join(name), &Default::default())
+            .unwrap_or_else(|e| panic!("checkpoints/{name}: {e}"));
+    }
+    assert!(run_dir.join("eval/test/per_image.json").is_file());
+    // One line per step logged, never twice, across the kill.
+    let steps: Vec<u64> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "train")
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["resumes"].as_array().unwrap().len(), 1);
+    // No leftovers of the atomic swaps.
+    let leftovers: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+}
+
+#[test]
+fn unknown_train_key_is_reported_with_file_line_and_allowed_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace("  lr: 0.01", "  learning_rate: 0.01");
+    std::fs::write(&config, text).unwrap();
+    let out = caption().args(["train", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tiny.yaml:") && stderr.contains("train") && stderr.contains("unknown field `learning_rate`"), "{stderr}");
+    assert!(stderr.contains("expected one of") && stderr.contains("`lr`"), "{stderr}");
+    assert!(!dir.path().join("experiments").exists(), "a run directory was created for a bad config");
+
+    let out = caption().args(["train", "--resume", dir.path().to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no config.yaml"));
+}

@@ -1,0 +1,444 @@
+//! The `model:` and `train:` sections of an experiment config, strictly typed (unknown keys are
+//! errors), every default in a `Default` impl, and the run config that bundles them with the
+//! data section.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use caption_data::DataConfig;
+use caption_model::{
+    AttentionLstmConfig, BeamSearchConfig, CaptionerConfig, DecodeStrategy, DecoderConfig, DeviceSpec, EncoderConfig, EncoderKind,
+    Finetune, PositionEncoding, TransformerDecoderConfig,
+};
+use caption_data::TextEncoder;
+use serde::{Deserialize, Serialize};
+
+/// Score names `train.best_metric` may name (pycocoevalcap's spelling).
+pub const SELECTABLE_METRICS: [&str; 6] = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"];
+
+/// Everything a training run is configured by (the experiment config minus sections that do
+/// not concern training).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Names the run directory `<train.output_dir>/<name>-<YYYYmmdd-HHMMSS>/`.
+    pub name: String,
+    /// Seeds everything random: initialisation, data order, caption choice, dropout.
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: "experiment".into(),
+            seed: 42,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            bail!("`name` must be a non-empty name without slashes (it names the run directory)");
+        }
+        self.data.validate()?;
+        self.model.validate()?;
+        self.train.validate()?;
+        Ok(())
+    }
+
+    pub fn to_yaml(&self) -> Result<String> {
+        Ok(serde_norway::to_string(self)?)
+    }
+}
+
+/// `model:` the captioner to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub encoder: EncoderSection,
+    pub decoder: DecoderSection,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { encoder: EncoderSection::default(), decoder: DecoderSection::default() }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.encoder_config().validate().map_err(|e| anyhow::anyhow!("model.encoder: {e}"))?;
+        self.decoder_config().validate().map_err(|e| anyhow::anyhow!("model.decoder: {e}"))?;
+        if let Some(weights) = &self.encoder.weights
+            && weights.as_os_str().is_empty()
+        {
+            bail!("model.encoder.weights: an empty path; leave the key out to train from scratch");
+        }
+        Ok(())
+    }
+
+    pub fn encoder_config(&self) -> EncoderConfig {
+        let e = &self.encoder;
+        EncoderConfig::new(e.network)
+            .with_layers(e.layers)
+            .with_width(e.width)
+            .with_width_mult(e.width_mult)
+            .with_finetune(e.finetune)
+    }
+
+    pub fn decoder_config(&self) -> DecoderConfig {
+        match &self.decoder {
+            DecoderSection::AttentionLstm(d) => AttentionLstmConfig::new()
+                .with_embedding_size(d.embedding_size)
+                .with_hidden_size(d.hidden_size)
+                .with_attention_size(d.attention_size)
+                .with_dropout(d.dropout)
+                .with_deep_output(d.deep_output)
+                .into(),
+            DecoderSection::Transformer(d) => TransformerDecoderConfig::new()
+                .with_d_model(d.d_model)
+                .with_num_heads(d.num_heads)
+                .with_num_layers(d.num_layers)
+                .with_d_ff(d.d_ff)
+                .with_dropout(d.dropout)
+                .with_max_positions(d.max_positions)
+                .with_positions(d.positions)
+                .with_norm_first(d.norm_first)
+                .into(),
+        }
+    }
+
+    /// The captioner config for a vocabulary.
+    pub fn captioner_config(&self, text: &TextEncoder) -> CaptionerConfig {
+        CaptionerConfig::for_text_encoder(self.encoder_config(), self.decoder_config(), text)
+    }
+}
+
+/// `model.encoder:` the CNN (see `caption_model::EncoderConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncoderSection {
+    /// resnet18, resnet34, resnet50, resnet101 or mobilenet_v2.
+    pub network: EncoderKind,
+    /// ResNet only: blocks per stage (default: the network's).
+    pub layers: Option<[usize; 4]>,
+    /// ResNet only: channels of the stem and first stage (torchvision: 64).
+    pub width: usize,
+    /// MobileNetV2 only: channel multiplier.
+    pub width_mult: f64,
+    /// frozen, all, or last:N (stages).
+    pub finetune: Finetune,
+    /// torchvision weights (`.pth` or `.safetensors`) to start from; none = random init.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+}
+
+impl Default for EncoderSection {
+    fn default() -> Self {
+        EncoderSection {
+            network: EncoderKind::Resnet18,
+            layers: None,
+            width: 64,
+            width_mult: 1.0,
+            finetune: Finetune::Frozen,
+            weights: None,
+        }
+    }
+}
+
+/// `model.decoder:` `kind: attention_lstm` (default) or `kind: transformer`, with that decoder's
+/// options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecoderSection {
+    AttentionLstm(AttentionLstmSection),
+    Transformer(TransformerSection),
+}
+
+impl Default for DecoderSection {
+    fn default() -> Self {
+        DecoderSection::AttentionLstm(AttentionLstmSection::default())
+    }
+}
+
+/// The attention LSTM's options (see `caption_model::AttentionLstmConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttentionLstmSection {
+    pub embedding_size: usize,
+    pub hidden_size: usize,
+    pub attention_size: usize,
+    pub dropout: f64,
+    pub deep_output: bool,
+}
+
+impl Default for AttentionLstmSection {
+    fn default() -> Self {
+        let d = AttentionLstmConfig::new();
+        AttentionLstmSection {
+            embedding_size: d.embedding_size,
+            hidden_size: d.hidden_size,
+            attention_size: d.attention_size,
+            dropout: d.dropout,
+            deep_output: d.deep_output,
+        }
+    }
+}
+
+/// The transformer decoder's options (see `caption_model::TransformerDecoderConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformerSection {
+    pub d_model: usize,
+    pub num_heads: usize,
+    pub num_layers: usize,
+    pub d_ff: usize,
+    pub dropout: f64,
+    pub max_positions: usize,
+    pub positions: PositionEncoding,
+    pub norm_first: bool,
+}
+
+impl Default for TransformerSection {
+    fn default() -> Self {
+        let d = TransformerDecoderConfig::new();
+        TransformerSection {
+            d_model: d.d_model,
+            num_heads: d.num_heads,
+            num_layers: d.num_layers,
+            d_ff: d.d_ff,
+            dropout: d.dropout,
+            max_positions: d.max_positions,
+            positions: d.positions,
+            norm_first: d.norm_first,
+        }
+    }
+}
+
+/// The learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to `lr * min_lr_ratio` over the remaining steps.
+    #[default]
+    Cosine,
+    /// `lr * step_gamma^(epoch / step_epochs)`.
+    Step,
+    /// `lr` throughout.
+    Constant,
+}
+
+/// `train:` the optimisation, validation and reporting settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// cpu, cuda or cuda:N (`--device` overrides it).
+    pub device: DeviceSpec,
+    /// Where run directories are created.
+    pub output_dir: PathBuf,
+    pub epochs: usize,
+    /// Images per optimiser step; each brings `captions_per_image` captions.
+    pub batch_size: usize,
+    /// Captions per image and step, drawn at random from the image's references each epoch
+    /// (0: all of them). The image is encoded once for all its captions.
+    pub captions_per_image: usize,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    /// Linear warm-up from 0 to `lr` over this many steps.
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    /// Cosine: the final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Step schedule: epochs between decays, and the decay factor.
+    pub step_epochs: usize,
+    pub step_gamma: f64,
+    /// Clip the global gradient norm to this value (0: no clipping).
+    pub clip_grad_norm: f64,
+    /// Label smoothing of the cross-entropy (0: none).
+    pub label_smoothing: f64,
+    /// λ of the doubly stochastic attention regulariser (attention LSTM only; 0: off).
+    pub attention_regularizer: f64,
+    /// Decoding for validation (`{method: greedy}` or `{method: beam, beam_size: 3}`).
+    pub decode: DecodeStrategy,
+    /// Decoding for the final test evaluation.
+    pub test_decode: DecodeStrategy,
+    /// Validation score that selects the best checkpoint and drives early stopping.
+    pub best_metric: String,
+    /// Stop after this many validations without improvement (0: never stop early).
+    pub patience: usize,
+    /// Validate every this many epochs (the last epoch is always validated).
+    pub val_every: usize,
+    /// Validate on the first N val images only (0: all).
+    pub max_val_images: usize,
+    /// Images per decoding batch (validation and test).
+    pub eval_batch_size: usize,
+    /// Log a line every this many steps.
+    pub log_every: usize,
+    /// Also write `checkpoints/last` every this many steps within an epoch (0: at epoch ends only).
+    pub checkpoint_every: usize,
+    /// Evaluate the best checkpoint on the test split when training ends.
+    pub test: bool,
+    /// Example captions printed in the test report.
+    pub num_examples: usize,
+    /// Keep prepared images in memory when they fit in this many MiB and augmentation is off
+    /// (0: never cache).
+    pub cache_images_mb: usize,
+    /// Worker threads for image loading and the CPU backend (0: all cores).
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            device: DeviceSpec::Cpu,
+            output_dir: PathBuf::from("experiments"),
+            epochs: 20,
+            batch_size: 32,
+            captions_per_image: 0,
+            lr: 4e-4,
+            weight_decay: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            warmup_steps: 500,
+            schedule: Schedule::Cosine,
+            min_lr_ratio: 0.01,
+            step_epochs: 10,
+            step_gamma: 0.5,
+            clip_grad_norm: 5.0,
+            label_smoothing: 0.1,
+            attention_regularizer: 1.0,
+            decode: DecodeStrategy::Greedy,
+            test_decode: DecodeStrategy::Beam(BeamSearchConfig::new(3)),
+            best_metric: "CIDEr".into(),
+            patience: 5,
+            val_every: 1,
+            max_val_images: 0,
+            eval_batch_size: 64,
+            log_every: 50,
+            checkpoint_every: 0,
+            test: true,
+            num_examples: 5,
+            cache_images_mb: 2048,
+            threads: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let positive = |value: usize, key: &str| -> Result<()> {
+            if value == 0 {
+                bail!("`train.{key}` must be at least 1");
+            }
+            Ok(())
+        };
+        positive(self.epochs, "epochs")?;
+        positive(self.batch_size, "batch_size")?;
+        positive(self.eval_batch_size, "eval_batch_size")?;
+        positive(self.log_every, "log_every")?;
+        positive(self.val_every, "val_every")?;
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("`train.lr` is {}; it must be positive", self.lr);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("`train.weight_decay` is {}; it must be 0 or more", self.weight_decay);
+        }
+        for (value, key) in [(self.beta1, "beta1"), (self.beta2, "beta2")] {
+            if !(0.0..1.0).contains(&value) {
+                bail!("`train.{key}` is {value}; it must be in [0, 1)");
+            }
+        }
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            bail!("`train.epsilon` is {}; it must be positive", self.epsilon);
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            bail!("`train.min_lr_ratio` is {}; it must be in [0, 1]", self.min_lr_ratio);
+        }
+        if self.schedule == Schedule::Step {
+            positive(self.step_epochs, "step_epochs")?;
+            if !(self.step_gamma > 0.0 && self.step_gamma <= 1.0) {
+                bail!("`train.step_gamma` is {}; it must be in (0, 1]", self.step_gamma);
+            }
+        }
+        if !(self.clip_grad_norm.is_finite() && self.clip_grad_norm >= 0.0) {
+            bail!("`train.clip_grad_norm` is {}; use a positive norm, or 0 to turn clipping off", self.clip_grad_norm);
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!("`train.label_smoothing` is {}; it must be in [0, 1)", self.label_smoothing);
+        }
+        if !(self.attention_regularizer.is_finite() && self.attention_regularizer >= 0.0) {
+            bail!("`train.attention_regularizer` is {}; it must be 0 or more", self.attention_regularizer);
+        }
+        check_strategy(&self.decode, "decode")?;
+        check_strategy(&self.test_decode, "test_decode")?;
+        if !SELECTABLE_METRICS.contains(&self.best_metric.as_str()) {
+            bail!("`train.best_metric` is {:?}; expected one of {}", self.best_metric, SELECTABLE_METRICS.join(", "));
+        }
+        if self.output_dir.as_os_str().is_empty() {
+            bail!("`train.output_dir` must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn check_strategy(strategy: &DecodeStrategy, key: &str) -> Result<()> {
+    let checked = match strategy {
+        DecodeStrategy::Greedy => Ok(()),
+        DecodeStrategy::Beam(beam) => beam.validate(),
+        DecodeStrategy::Sample(sample) => sample.validate(),
+    };
+    checked.map_err(|e| anyhow::anyhow!("`train.{key}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_yaml() {
+        let yaml = RunConfig::default().to_yaml().unwrap();
+        let back: RunConfig = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(back, RunConfig::default());
+    }
+
+    #[test]
+    fn sections_are_strict_and_filled_with_defaults() {
+        let config: TrainConfig = serde_norway::from_str("epochs: 3\ndecode: {method: beam, beam_size: 2}\n").unwrap();
+        assert_eq!(config.epochs, 3);
+        assert_eq!(config.decode, DecodeStrategy::Beam(BeamSearchConfig::new(2)));
+        assert_eq!(config.batch_size, TrainConfig::default().batch_size);
+        let err = serde_norway::from_str::<TrainConfig>("epochz: 3\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `epochz`"), "{err}");
+
+        let model: ModelConfig =
+            serde_norway::from_str("encoder: {layers: [1, 1, 1, 1], width: 16, finetune: all}\ndecoder: {kind: attention_lstm, hidden_size: 64}\n")
+                .unwrap();
+        assert_eq!(model.encoder.width, 16);
+        let DecoderSection::AttentionLstm(lstm) = &model.decoder else { panic!("lstm expected") };
+        assert_eq!((lstm.hidden_size, lstm.embedding_size), (64, 512));
+        let err = serde_norway::from_str::<ModelConfig>("decoder: {kind: attention_lstm, hiden_size: 64}\n").unwrap_err().to_string();
+        assert!(err.contains("hiden_size"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let bad = TrainConfig { best_metric: "BLEU".into(), ..Default::default() };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("best_metric") && err.contains("CIDEr"), "{err}");
+        let bad = TrainConfig { label_smoothing: 1.5, ..Default::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("label_smoothing"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Decoding a split with a captioner and scoring it with `caption_eval`, and the files and
+//! report of a test evaluation.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use caption_data::fsutil::write_atomic;
+use caption_data::{Sample, TextEncoder};
+use caption_eval::{Evaluation, Metric, evaluate};
+use caption_model::{Captioner, DecodeStrategy};
+use serde::Serialize;
+
+use crate::data::ImageSource;
+
+/// The metrics every validation and test computes (METEOR needs data files and is left out).
+pub const METRICS: [Metric; 3] = [Metric::Bleu, Metric::Rouge, Metric::Cider];
+
+/// Captions for every image of `source`, in order (the best hypothesis of each).
+pub fn decode_images<B: Backend>(
+    model: &Captioner<B>,
+    text: &TextEncoder,
+    source: &ImageSource,
+    strategy: &DecodeStrategy,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Vec<String>> {
+    let size = source.config.size as usize;
+    let mut captions = Vec::with_capacity(source.len());
+    let indices: Vec<usize> = (0..source.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let pixels = source.pixels(chunk, None)?;
+        let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len(), 3, size, size]), device);
+        let hypotheses = model.decode(images, strategy).context("decoding")?;
+        captions.extend(hypotheses.iter().map(|list| list.first().map(|h| text.decode(&h.tokens)).unwrap_or_default()));
+    }
+    Ok(captions)
+}
+
+/// Scores `candidates` (one per sample, in order) against the samples' references.
+pub fn score(samples: &[&Sample], candidates: &[String]) -> Result<Evaluation<String>> {
+    let ids: Vec<String> = samples.iter().map(|s| s.image_id.clone()).collect();
+    let references: HashMap<String, Vec<String>> = samples.iter().map(|s| (s.image_id.clone(), s.captions.clone())).collect();
+    let candidates: HashMap<String, String> = ids.iter().cloned().zip(candidates.iter().cloned()).collect();
+    evaluate(&ids, &references, &candidates, &METRICS).context("scoring captions")
+}
+
+/// What a test evaluation found.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    pub split: String,
+    pub checkpoint: String,
+    pub epoch: Option<u64>,
+    pub step: u64,
+    pub decode: DecodeStrategy,
+    pub images: usize,
+    /// Corpus scores, pycocoevalcap's names and order.
+    pub metrics: Vec<(String, f64)>,
+    pub seconds: f64,
+}
+
+impl TestReport {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
+    }
+}
+
+/// Writes `metrics.json`, `per_image.json` (the rows `caption compare` reads) and
+/// `results.json` (MS-COCO results format, for `caption score`) into `dir`.
+pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], candidates: &[String], evaluation: &Evaluation<String>) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let metrics: serde_json::Map<String, serde_json::Value> =
+        report.metrics.iter().map(|(name, value)| (name.clone(), serde_json::json!(value))).collect();
+    let summary = serde_json::json!({
+        "split": report.split,
+        "checkpoint": report.checkpoint,
+        "epoch": report.epoch,
+        "step": report.step,
+        "decode": report.decode,
+        "images": report.images,
+        "metrics": metrics,
+        "seconds": report.seconds,
+    });
+    write_atomic(&dir.join("metrics.json"), &serde_json::to_vec_pretty(&summary)?)?;
+
+    let rows: Vec<serde_json::Value> = samples
+        .iter()
+        .zip(candidates)
+        .zip(&evaluation.images)
+        .map(|((sample, candidate), image)| {
+            let mut row = serde_json::Map::new();
+            row.insert("image_id".into(), sample.image_id_json());
+            row.insert("candidate".into(), serde_json::json!(candidate));
+            for (name, value) in image.scores.iter() {
+                row.insert(name.into(), serde_json::json!(value));
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    write_atomic(&dir.join("per_image.json"), &serde_json::to_vec_pretty(&rows)?)?;
+
+    let results: Vec<serde_json::Value> = samples
+        .iter()
+        .zip(candidates)
+        .map(|(sample, caption)| serde_json::json!({"image_id": sample.image_id_json(), "caption": caption}))
+        .collect();
+    write_atomic(&dir.join("results.json"), &serde_json::to_vec_pretty(&results)?)?;
+    Ok(())
+}
+
+/// The report printed after training: the metrics table and a few examples.
+pub fn format_report(report: &TestReport, samples: &[&Sample], candidates: &[String], examples: usize) -> String {
+    let mut out = String::new();
+    out += &format!(
+        "\nTest evaluation: {} images, checkpoint {} (epoch {}, step {}), decoding {}\n\n",
+        report.images,
+        report.checkpoint,
+        report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
+        report.step,
+        describe_strategy(&report.decode)
+    );
+    out += "| metric  |  score |\n|---------|-------:|\n";
+    for (name, value) in &report.metrics {
+        out += &format!("| {name:<7} | {value:>6.4} |\n");
+    }
+    if examples > 0 && !samples.is_empty() {
+        out += "\nExamples:\n";
+        let stride = (samples.len() / examples.min(samples.len())).max(1);
+        for (sample, candidate) in samples.iter().zip(candidates).step_by(stride).take(examples) {
+            out += &format!("  image {}\n    model: {candidate}\n", sample.image_id);
+            for reference in sample.captions.iter().take(3) {
+                out += &format!("    ref:   {reference}\n");
+            }
+        }
+    }
+    out
+}
+
+pub fn describe_strategy(strategy: &DecodeStrategy) -> String {
+    match strategy {
+        DecodeStrategy::Greedy => "greedy".into(),
+        DecodeStrategy::Beam(beam) => format!("beam {} (length penalty {})", beam.beam_size, beam.length_penalty),
+        DecodeStrategy::Sample(sample) => format!("sampling (temperature {})", sample.temperature),
+    }
+}

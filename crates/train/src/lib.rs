@@ -1,0 +1,18 @@
+//! Training captioners: `caption train` runs [`train`] on a [`TrainJob`].
+//!
+//! A run lives in a directory (see [`run_dir`]): the resolved config, a manifest of where it
+//! came from, a metrics log, `checkpoints/{last,best}` ([`state`] for what `last` adds to a
+//! model checkpoint so that `--resume` continues exactly), and the test evaluation
+//! (`eval/test/{metrics,per_image,results}.json`). The loop itself is in [`trainer`].
+
+pub mod config;
+pub mod data;
+pub mod evaluate;
+pub mod run_dir;
+pub mod state;
+pub mod trainer;
+
+pub use config::{AttentionLstmSection, DecoderSection, EncoderSection, ModelConfig, RunConfig, Schedule, TrainConfig, TransformerSection};
+pub use evaluate::TestReport;
+pub use state::{Best, TrainState};
+pub use trainer::{TrainJob, TrainSummary, learning_rate, preprocess_config, train};

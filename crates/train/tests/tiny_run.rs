@@ -1,0 +1,189 @@
+//! Tiny training runs end to end: a few synthetic images, a tiny model, 2 epochs. Checks the run
+//! directory (config, manifest, metrics log, checkpoints, test evaluation) and that a run
+//! interrupted at an epoch boundary or mid-epoch resumes to exactly the uninterrupted result.
+
+use std::path::{Path, PathBuf};
+
+use caption_data::{DataConfig, DataFormat};
+use caption_model::{FlexBackend, load_checkpoint};
+use caption_train::{AttentionLstmSection, DecoderSection, RunConfig, TrainJob, TrainState, train};
+
+fn tiny_config(root: &Path) -> RunConfig {
+    let mut config = RunConfig { name: "tiny".into(), seed: 7, ..Default::default() };
+    config.data = DataConfig { format: DataFormat::Synthetic, root: Some(root.join("shapes")), ..Default::default() };
+    config.data.synthetic.n = 48;
+    config.data.synthetic.image_size = 64;
+    config.data.vocab.max_length = 20;
+    config.data.image.size = 64;
+    config.model.encoder.layers = Some([1, 1, 1, 1]);
+    config.model.encoder.width = 4;
+    config.model.encoder.finetune = caption_model::Finetune::All;
+    config.model.decoder = DecoderSection::AttentionLstm(AttentionLstmSection {
+        embedding_size: 8,
+        hidden_size: 16,
+        attention_size: 8,
+        dropout: 0.1,
+        deep_output: false,
+    });
+    let train = &mut config.train;
+    train.output_dir = root.join("experiments");
+    train.epochs = 2;
+    train.batch_size = 8;
+    train.captions_per_image = 2;
+    train.lr = 1e-2;
+    train.warmup_steps = 2;
+    train.log_every = 2;
+    train.eval_batch_size = 8;
+    train.attention_regularizer = 0.1;
+    config
+}
+
+fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn last_train_loss(run_dir: &Path) -> (u64, f64) {
+    let lines = read_lines(&run_dir.join("metrics.jsonl"));
+    let last = lines.iter().rev().find(|l| l["kind"] == "train").unwrap();
+    (last["step"].as_u64().unwrap(), last["loss"].as_f64().unwrap())
+}
+
+fn val_lines(run_dir: &Path) -> Vec<(u64, f64)> {
+    read_lines(&run_dir.join("metrics.jsonl"))
+        .iter()
+        .filter(|l| l["kind"] == "val")
+        .map(|l| (l["epoch"].as_u64().unwrap(), l["CIDEr"].as_f64().unwrap()))
+        .collect()
+}
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn tiny_run_writes_the_run_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let config = tiny_config(root.path());
+    let summary = train(TrainJob::new(config.clone())).unwrap();
+    let run = &summary.run_dir;
+    assert!(run.file_name().unwrap().to_string_lossy().starts_with("tiny-"), "{}", run.display());
+    assert_eq!((summary.epochs_completed, summary.interrupted), (2, false));
+
+    // config.yaml is the resolved config.
+    let yaml = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    let back: RunConfig = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(back, config);
+
+    let manifest = read_json(&run.join("manifest.json"));
+    assert_eq!(manifest["seed"], 7);
+    assert_eq!(manifest["burn_version"], "0.21.0");
+    assert_eq!(manifest["backend"], "flex");
+    assert_eq!(manifest["device"], "cpu");
+    assert_eq!(manifest["dataset"]["sha256"].as_str().unwrap().len(), 64);
+    let images = &manifest["dataset"]["images"];
+    let train_images = images["train"].as_u64().unwrap();
+    assert!(train_images > 30 && images["val"].as_u64().unwrap() > 0, "{images}");
+    assert_eq!(manifest["dataset"]["annotation_files"].as_array().unwrap().len(), 3);
+    assert!(manifest["parameters"].as_u64().unwrap() > 0);
+
+    // A line per logged step and per validation, steps increasing.
+    let lines = read_lines(&run.join("metrics.jsonl"));
+    let steps_per_epoch = train_images.div_ceil(8);
+    let train_lines: Vec<_> = lines.iter().filter(|l| l["kind"] == "train").collect();
+    assert!(train_lines.len() >= 2, "{lines:?}");
+    for line in &train_lines {
+        for key in ["epoch", "loss", "lr", "grad_norm", "images_per_s"] {
+            assert!(line[key].is_number(), "{key} missing in {line}");
+        }
+    }
+    assert_eq!(val_lines(run).len(), 2);
+    assert_eq!(last_train_loss(run).0, 2 * steps_per_epoch);
+    assert!(lines.iter().filter(|l| l["kind"] == "val").all(|l| l["Bleu_4"].is_number() && l["CIDEr"].is_number()));
+
+    // Checkpoints load, and carry the preprocessing.
+    for name in ["last", "best"] {
+        let dir = run.join("checkpoints").join(name);
+        let checkpoint = load_checkpoint::<FlexBackend>(&dir, &Default::default()).unwrap();
+        let preprocess = checkpoint.meta.preprocess.expect("preprocess in meta.json");
+        assert_eq!((preprocess.size, preprocess.mean, preprocess.std), (64, config.data.image.mean, config.data.image.std));
+        assert_eq!(checkpoint.meta.run_name, "tiny");
+        assert!(checkpoint.meta.metrics.contains_key("val/CIDEr"), "{:?}", checkpoint.meta.metrics);
+    }
+    let last = run.join("checkpoints/last");
+    assert!(last.join("optimizer.mpk").is_file());
+    let state = TrainState::read(&last).unwrap();
+    assert!(state.finished && state.epoch == 2 && state.step == 2 * steps_per_epoch);
+
+    // Test evaluation of the best checkpoint.
+    let metrics = read_json(&run.join("eval/test/metrics.json"));
+    assert_eq!(metrics["checkpoint"], "checkpoints/best");
+    for key in ["Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"] {
+        assert!(metrics["metrics"][key].is_number(), "{key}: {metrics}");
+    }
+    let rows = read_json(&run.join("eval/test/per_image.json"));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len() as u64, images["test"].as_u64().unwrap());
+    for key in ["image_id", "candidate", "Bleu_1", "Bleu_4", "CIDEr"] {
+        assert!(!rows[0][key].is_null(), "{key}: {}", rows[0]);
+    }
+    assert!(summary.test.unwrap().get("CIDEr").is_some());
+}
+
+/// Interrupts a run (as a kill would, right after a `last` checkpoint), resumes it, and checks it
+/// ends exactly where the uninterrupted run ends.
+fn interrupted_run_matches(root: &Path, checkpoint_every: usize, interrupt_at: u64) {
+    let mut config = tiny_config(root);
+    config.train.checkpoint_every = checkpoint_every;
+    config.train.test = false;
+    config.train.output_dir = root.join("straight");
+    let straight = train(TrainJob::new(config.clone())).unwrap();
+
+    config.train.output_dir = root.join("resumed");
+    let first = train(TrainJob { interrupt_after_step: Some(interrupt_at), ..TrainJob::new(config.clone()) }).unwrap();
+    assert!(first.interrupted && first.steps >= interrupt_at && first.steps < straight.steps, "{first:?}");
+    let state = TrainState::read(&first.run_dir.join("checkpoints/last")).unwrap();
+    assert!(!state.finished && state.step == first.steps, "{state:?}");
+    let resumed = train(TrainJob { resume: Some(first.run_dir.clone()), ..TrainJob::new(config) }).unwrap();
+    assert_eq!(resumed.run_dir, first.run_dir);
+    assert!(!resumed.interrupted);
+    assert_eq!((resumed.epochs_completed, resumed.steps), (straight.epochs_completed, straight.steps));
+
+    let (a, b): (PathBuf, PathBuf) = (straight.run_dir.clone(), resumed.run_dir.clone());
+    assert_eq!(last_train_loss(&a), last_train_loss(&b));
+    assert_eq!(val_lines(&a), val_lines(&b));
+    assert_eq!(weights(&a.join("checkpoints/last")), weights(&b.join("checkpoints/last")), "final weights differ");
+    // The resumed log has no duplicate steps.
+    let steps: Vec<u64> = read_lines(&b.join("metrics.jsonl")).iter().filter(|l| l["kind"] == "train").map(|l| l["step"].as_u64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    let manifest = read_json(&b.join("manifest.json"));
+    assert_eq!(manifest["resumes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn resume_at_an_epoch_boundary_continues_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    // Interrupt after the first epoch's checkpoint.
+    interrupted_run_matches(root.path(), 0, 1);
+}
+
+#[test]
+fn resume_mid_epoch_continues_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    interrupted_run_matches(root.path(), 2, 2);
+}
+
+#[test]
+fn config_errors_are_clear() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(root.path());
+    config.train.best_metric = "bleu".into();
+    let err = format!("{:#}", train(TrainJob::new(config)).unwrap_err());
+    assert!(err.contains("train.best_metric") && err.contains("CIDEr"), "{err}");
+
+    let err = serde_norway::from_str::<RunConfig>("train:\n  epochs: 2\n  learning_rate: 0.1\n").unwrap_err().to_string();
+    assert!(err.contains("unknown field `learning_rate`") && err.contains("lr"), "{err}");
+}
