@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use caption_data::DataConfig;
+use caption_train::{ModelConfig, RunConfig, ScstConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 use std::path::Path;
@@ -19,11 +20,24 @@ pub struct ExperimentConfig {
     /// Seeds everything random in the experiment (data order, augmentation, initialisation).
     pub seed: u64,
     pub data: DataConfig,
+    /// The captioner `caption train` builds (encoder and decoder).
+    pub model: ModelConfig,
+    /// Optimisation, validation and reporting of `caption train`.
+    pub train: TrainConfig,
+    /// Self-critical sequence training after the cross-entropy epochs (`scst.enabled`).
+    pub scst: ScstConfig,
 }
 
 impl Default for ExperimentConfig {
     fn default() -> Self {
-        ExperimentConfig { name: "experiment".into(), seed: 42, data: DataConfig::default() }
+        ExperimentConfig {
+            name: "experiment".into(),
+            seed: 42,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            scst: ScstConfig::default(),
+        }
     }
 }
 
@@ -57,7 +71,22 @@ impl ExperimentConfig {
             bail!("`name` must be a non-empty name without slashes (it names the run directory)");
         }
         self.data.validate()?;
+        self.model.validate()?;
+        self.train.validate()?;
+        self.scst.validate(self.train.epochs)?;
         Ok(())
+    }
+
+    /// The sections `caption train` runs on.
+    pub fn run_config(&self) -> RunConfig {
+        RunConfig {
+            name: self.name.clone(),
+            seed: self.seed,
+            data: self.data.clone(),
+            model: self.model.clone(),
+            train: self.train.clone(),
+            scst: self.scst.clone(),
+        }
     }
 
     pub fn to_yaml(&self) -> Result<String> {
@@ -165,6 +194,16 @@ mod tests {
     fn missing_required_key_is_named() {
         let msg = format!("{:#}", load_text("data:\n  format: flickr\n  images: x\n", &[]).unwrap_err());
         assert!(msg.contains("data.annotations"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_train_key_is_named_with_its_line() {
+        let msg = format!("{:#}", load_text("name: t\ntrain:\n  epochs: 2\n  learning_rate: 0.1\n", &[]).unwrap_err());
+        assert!(msg.contains("config.yaml:4:"), "{msg}");
+        assert!(msg.contains("train") && msg.contains("unknown field `learning_rate`"), "{msg}");
+        assert!(msg.contains("expected one of") && msg.contains("`lr`"), "{msg}");
+        let msg = format!("{:#}", load_text(FLICKR, &["train.best_metric=BLEU"]).unwrap_err());
+        assert!(msg.contains("best_metric") && msg.contains("CIDEr"), "{msg}");
     }
 
     #[test]

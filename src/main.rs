@@ -1,5 +1,5 @@
 //! `caption`: the one command-line entry point of the workspace. Every step of an experiment
-//! (data, and in later releases training, evaluation and serving) is a subcommand; the work
+//! (data, training, scoring, comparison, promotion and serving) is a subcommand; the work
 //! itself lives in the crates, this binary only parses arguments, loads configs and reports.
 
 mod commands;
@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "caption", version, about = "Image-captioning research toolkit: datasets, caption metrics, A/B comparison", long_about = None)]
+#[command(name = "caption", version, about = "Image-captioning research toolkit: datasets, training, caption metrics, A/B comparison, serving", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +27,16 @@ enum Command {
     /// Compare two systems scored on the same images: paired bootstrap intervals, randomisation
     /// p-values, win/tie/loss; `--gate METRIC` makes the exit status a promotion gate.
     Compare(commands::compare::CompareArgs),
+    /// Train a captioner from an experiment config (`--resume RUN_DIR` continues a run).
+    Train(commands::train::TrainArgs),
+    /// Copy a checkpoint into a model registry as a new version and put it in production.
+    Promote(commands::serve::PromoteArgs),
+    /// Move the registry's production pointer back to the previous version.
+    Rollback(commands::serve::RollbackArgs),
+    /// List the registry's versions with their metrics (`*` = production).
+    Models(commands::serve::ModelsArgs),
+    /// Serve the registry's production model over HTTP (`caption serve keys` manages API keys).
+    Serve(commands::serve::ServeArgs),
     /// Check a YAML config or print the defaults.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -39,6 +49,11 @@ fn main() -> ExitCode {
         Command::Score(args) => commands::score::run(args).map(|()| 0),
         Command::Caption(args) => commands::caption::run(args).map(|()| 0),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Train(args) => commands::train::run(args).map(|()| 0),
+        Command::Promote(args) => commands::serve::promote(args).map(|()| 0),
+        Command::Rollback(args) => commands::serve::rollback(args).map(|()| 0),
+        Command::Models(args) => commands::serve::models(args).map(|()| 0),
+        Command::Serve(args) => commands::serve::serve(args).map(|()| 0),
         Command::Config(cmd) => commands::config::run(cmd).map(|()| 0),
     };
     match result {

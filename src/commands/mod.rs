@@ -5,3 +5,5 @@ pub mod compare;
 pub mod config;
 pub mod data;
 pub mod score;
+pub mod serve;
+pub mod train;

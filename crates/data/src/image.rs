@@ -37,6 +37,13 @@ impl Default for AugmentConfig {
     }
 }
 
+impl AugmentConfig {
+    /// Whether an image is prepared differently each time it is drawn.
+    pub fn is_random(&self) -> bool {
+        self.crop_scale > 1.0 || self.hflip > 0.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {

@@ -17,6 +17,7 @@ pub mod sample;
 pub mod stats;
 mod subword;
 pub mod synth;
+pub mod time;
 pub mod vocab;
 
 pub use config::{DataConfig, DataFormat, ImageCheck, OnMissing, SplitSource};

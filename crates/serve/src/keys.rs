@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::time::now_rfc3339;
+use caption_data::time::now_rfc3339;
 
 /// Every key starts with this, so that keys are recognisable in logs and secret scanners.
 const KEY_PREFIX: &str = "cap_";

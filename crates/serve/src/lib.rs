@@ -14,7 +14,6 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod registry;
 pub mod server;
-mod time;
 pub mod worker;
 
 pub use config::{AuthMode, ServeConfig};

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use caption_model::{CheckpointError, FlexBackend, load_checkpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::time::now_rfc3339;
+use caption_data::time::now_rfc3339;
 
 pub const VERSIONS_DIR: &str = "versions";
 pub const PRODUCTION_FILE: &str = "production";

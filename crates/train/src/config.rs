@@ -11,6 +11,8 @@ use caption_model::{
     Finetune, PositionEncoding, TransformerDecoderConfig,
 };
 use caption_data::TextEncoder;
+
+use crate::scst::ScstConfig;
 use serde::{Deserialize, Serialize};
 
 /// Score names `train.best_metric` may name (pycocoevalcap's spelling).
@@ -28,6 +30,8 @@ pub struct RunConfig {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// Self-critical sequence training after the cross-entropy epochs (off by default).
+    pub scst: ScstConfig,
 }
 
 impl Default for RunConfig {
@@ -38,6 +42,7 @@ impl Default for RunConfig {
             data: DataConfig::default(),
             model: ModelConfig::default(),
             train: TrainConfig::default(),
+            scst: ScstConfig::default(),
         }
     }
 }
@@ -50,6 +55,7 @@ impl RunConfig {
         self.data.validate()?;
         self.model.validate()?;
         self.train.validate()?;
+        self.scst.validate(self.train.epochs)?;
         Ok(())
     }
 
@@ -297,6 +303,11 @@ pub struct TrainConfig {
     pub cache_images_mb: usize,
     /// Worker threads for image loading and the CPU backend (0: all cores).
     pub threads: usize,
+    /// With a frozen encoder (and no augmentation), compute every split's grid features once
+    /// and train the decoder from them (see `caption_train::features`).
+    pub feature_cache: bool,
+    /// Where cached features are kept, one folder per encoder (weights + preprocessing).
+    pub feature_cache_dir: PathBuf,
 }
 
 impl Default for TrainConfig {
@@ -319,7 +330,9 @@ impl Default for TrainConfig {
             step_gamma: 0.5,
             clip_grad_norm: 5.0,
             label_smoothing: 0.1,
-            attention_regularizer: 1.0,
+            // The penalty sums over regions while the cross-entropy is a mean over tokens:
+            // 0.02 weighs it as sgrvinod's port of the paper does (λ = 1, mean over 49 regions).
+            attention_regularizer: 0.02,
             decode: DecodeStrategy::Greedy,
             test_decode: DecodeStrategy::Beam(BeamSearchConfig::new(3)),
             best_metric: "CIDEr".into(),
@@ -333,6 +346,8 @@ impl Default for TrainConfig {
             num_examples: 5,
             cache_images_mb: 2048,
             threads: 0,
+            feature_cache: true,
+            feature_cache_dir: PathBuf::from("datasets/feature-cache"),
         }
     }
 }
@@ -389,6 +404,9 @@ impl TrainConfig {
         }
         if self.output_dir.as_os_str().is_empty() {
             bail!("`train.output_dir` must not be empty");
+        }
+        if self.feature_cache && self.feature_cache_dir.as_os_str().is_empty() {
+            bail!("`train.feature_cache_dir` must not be empty (or set `train.feature_cache: false`)");
         }
         Ok(())
     }

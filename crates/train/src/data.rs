@@ -11,6 +11,8 @@ use caption_data::image::{ImageConfig, load_batch};
 use caption_data::rng::SplitMix64;
 use caption_data::{Sample, TextEncoder};
 
+use crate::features::FeatureSet;
+
 const ORDER_STREAM: u64 = 0x4F52_4445_5200_0001;
 const CAPTION_STREAM: u64 = 0x4341_5054_0000_0002;
 const AUGMENT_STREAM: u64 = 0x4155_474D_0000_0003;
@@ -28,9 +30,8 @@ impl<'a> ImageSource<'a> {
     pub fn new(samples: Vec<&'a Sample>, config: &ImageConfig, cache_bytes: u64) -> Result<Self> {
         let side = config.size as u64;
         let needed = samples.len() as u64 * 3 * side * side * 4;
-        let augments = config.augment.crop_scale > 1.0 || config.augment.hflip > 0.0;
         let mut source = ImageSource { samples, config: config.clone(), cache: None };
-        if !augments && needed <= cache_bytes && !source.samples.is_empty() {
+        if !source.config.augment.is_random() && needed <= cache_bytes && !source.samples.is_empty() {
             let all: Vec<usize> = (0..source.samples.len()).collect();
             let images = source.load(&all, None)?;
             source.cache = Some(images);
@@ -49,6 +50,7 @@ impl<'a> ImageSource<'a> {
     pub fn is_cached(&self) -> bool {
         self.cache.is_some()
     }
+
 
     /// Floats per image (`3 * size * size`).
     pub fn image_len(&self) -> usize {
@@ -78,9 +80,14 @@ impl<'a> ImageSource<'a> {
 /// One training batch, ready to become tensors.
 #[derive(Debug, Clone)]
 pub struct HostBatch {
-    /// Images `[n, 3, S, S]`.
+    /// Images `[n, 3, S, S]`, or cached encoder feature maps `[n, C, H, W]` when
+    /// `feature_shape` is set.
     pub pixels: Vec<f32>,
     pub images: usize,
+    /// `[C, H, W]` when `pixels` holds cached features (see [`crate::features`]).
+    pub feature_shape: Option<[usize; 3]>,
+    /// The batch's images as indices into the training set.
+    pub image_indices: Vec<usize>,
     /// For each caption row, the batch image it describes.
     pub row_image: Vec<i64>,
     /// Decoder inputs `[rows, T]`: `<bos>` and the words, right-padded.
@@ -101,6 +108,8 @@ impl HostBatch {
 /// The training split: its images and its captions as token ids.
 pub struct TrainSet<'a> {
     pub images: ImageSource<'a>,
+    /// The images' cached encoder features: used instead of the pixels when present.
+    pub features: Option<FeatureSet>,
     /// Per image: its captions, encoded (without `<bos>`/`<eos>`).
     pub captions: Vec<Vec<Vec<u32>>>,
     pub pad: u32,
@@ -115,7 +124,7 @@ impl<'a> TrainSet<'a> {
             .iter()
             .map(|s| s.captions.iter().map(|c| text.encode(c)).collect::<Vec<_>>())
             .collect();
-        TrainSet { images, captions, pad: text.pad_id(), bos: text.bos_id(), eos: text.eos_id() }
+        TrainSet { images, features: None, captions, pad: text.pad_id(), bos: text.bos_id(), eos: text.eos_id() }
     }
 
     pub fn len(&self) -> usize {
@@ -153,7 +162,10 @@ impl<'a> TrainSet<'a> {
             .iter()
             .map(|&i| SplitMix64::for_item(seed ^ AUGMENT_STREAM ^ (epoch as u64).wrapping_mul(0x1000_0000_01B3), i as u64).next_u64())
             .collect();
-        let pixels = self.images.pixels(chosen, Some(&augment_seeds))?;
+        let (pixels, feature_shape) = match &self.features {
+            Some(features) => (features.gather(chosen), Some(features.shape)),
+            None => (self.images.pixels(chosen, Some(&augment_seeds))?, None),
+        };
 
         let mut rows: Vec<(usize, &[u32])> = Vec::new();
         for (slot, &image) in chosen.iter().enumerate() {
@@ -188,6 +200,8 @@ impl<'a> TrainSet<'a> {
         Ok(HostBatch {
             pixels,
             images: chosen.len(),
+            feature_shape,
+            image_indices: chosen.to_vec(),
             row_image: rows.iter().map(|(slot, _)| *slot as i64).collect(),
             inputs,
             targets,

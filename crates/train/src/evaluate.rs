@@ -13,26 +13,53 @@ use caption_model::{Captioner, DecodeStrategy};
 use serde::Serialize;
 
 use crate::data::ImageSource;
+use crate::features::FeatureSet;
 
 /// The metrics every validation and test computes (METEOR needs data files and is left out).
 pub const METRICS: [Metric; 3] = [Metric::Bleu, Metric::Rouge, Metric::Cider];
 
-/// Captions for every image of `source`, in order (the best hypothesis of each).
+/// What a split is decoded from: its images, or their cached encoder features.
+#[derive(Clone, Copy)]
+pub enum EvalInputs<'a> {
+    Images(&'a ImageSource<'a>),
+    Features(&'a FeatureSet),
+}
+
+impl EvalInputs<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            EvalInputs::Images(source) => source.len(),
+            EvalInputs::Features(set) => set.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Captions for every image of `inputs`, in order (the best hypothesis of each).
 pub fn decode_images<B: Backend>(
     model: &Captioner<B>,
     text: &TextEncoder,
-    source: &ImageSource,
+    inputs: EvalInputs,
     strategy: &DecodeStrategy,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<Vec<String>> {
-    let size = source.config.size as usize;
-    let mut captions = Vec::with_capacity(source.len());
-    let indices: Vec<usize> = (0..source.len()).collect();
+    let mut captions = Vec::with_capacity(inputs.len());
+    let indices: Vec<usize> = (0..inputs.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let pixels = source.pixels(chunk, None)?;
-        let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len(), 3, size, size]), device);
-        let hypotheses = model.decode(images, strategy).context("decoding")?;
+        let hypotheses = match inputs {
+            EvalInputs::Images(source) => {
+                let size = source.config.size as usize;
+                let pixels = source.pixels(chunk, None)?;
+                let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len(), 3, size, size]), device);
+                model.decode(images, strategy)
+            }
+            EvalInputs::Features(set) => model.decode_features(&set.encoder_output(chunk, device), strategy),
+        }
+        .context("decoding")?;
         captions.extend(hypotheses.iter().map(|list| list.first().map(|h| text.decode(&h.tokens)).unwrap_or_default()));
     }
     Ok(captions)

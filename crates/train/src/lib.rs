@@ -8,11 +8,15 @@
 pub mod config;
 pub mod data;
 pub mod evaluate;
+pub mod features;
 pub mod run_dir;
+pub mod scst;
 pub mod state;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{AttentionLstmSection, DecoderSection, EncoderSection, ModelConfig, RunConfig, Schedule, TrainConfig, TransformerSection};
 pub use evaluate::TestReport;
+pub use scst::{Baseline, ScstConfig};
 pub use state::{Best, TrainState};
 pub use trainer::{TrainJob, TrainSummary, learning_rate, preprocess_config, train};

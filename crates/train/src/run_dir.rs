@@ -6,6 +6,7 @@
 //!   config.yaml        the resolved config (file + overrides + defaults)
 //!   manifest.json      git commit, seed, burn version, backend/device, dataset fingerprint, ...
 //!   metrics.jsonl      one JSON object per logged step ("kind": "train") and validation ("kind": "val")
+//!   tensorboard/       the same as TensorBoard event files (one per session), plus sample captions
 //!   checkpoints/last/  the latest state (model + optimizer + training state): what --resume reads
 //!   checkpoints/best/  the best model by `train.best_metric`
 //!   eval/test/         metrics.json, per_image.json, results.json of the best checkpoint
@@ -14,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use caption_data::fsutil::write_atomic;
@@ -28,38 +29,13 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const LAST: &str = "last";
 pub const BEST: &str = "best";
+/// TensorBoard event files (`tensorboard --logdir experiments/`).
+pub const TENSORBOARD_DIR: &str = "tensorboard";
 
 /// The burn version this build is pinned to (`=0.21.0` in the workspace manifest).
 pub const BURN_VERSION: &str = "0.21.0";
 
-/// `(year, month, day, hour, minute, second)` in UTC.
-fn civil(time: SystemTime) -> (i64, i64, i64, i64, i64, i64) {
-    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// `YYYYmmdd-HHMMSS` (UTC).
-pub fn timestamp(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(time);
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
-}
-
-/// RFC 3339 in UTC, to the second.
-pub fn rfc3339(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
+pub use caption_data::time::{compact_timestamp as timestamp, rfc3339};
 
 /// Creates `<output_dir>/<name>-<timestamp>/` (with a `-2`, `-3`, ... suffix if taken).
 pub fn create_run_dir(output_dir: &Path, name: &str) -> Result<PathBuf> {
@@ -294,14 +270,6 @@ impl MetricsLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn formats_times() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_738_326_645);
-        assert_eq!(timestamp(t), "20250131-123045");
-        assert_eq!(rfc3339(t), "2025-01-31T12:30:45Z");
-    }
 
     #[test]
     fn metrics_log_drops_lines_after_the_resume_step() {

@@ -29,13 +29,17 @@ use caption_model::{
 
 use crate::config::{RunConfig, Schedule, TrainConfig};
 use crate::data::{HostBatch, ImageSource, TrainSet};
-use crate::evaluate::{TestReport, decode_images, describe_strategy, format_report, score, write_eval_files};
+use crate::features;
+use crate::scst::{self, ScstConfig};
+use crate::tensorboard::EventWriter;
+use crate::evaluate::{EvalInputs, TestReport, decode_images, describe_strategy, format_report, score, write_eval_files};
 use crate::run_dir::{
-    self, BEST, CHECKPOINTS_DIR, CONFIG_FILE, Manifest, MetricsLog, ResumeRecord, annotation_files, create_run_dir, fingerprint, git_commit,
+    self, BEST, CHECKPOINTS_DIR, CONFIG_FILE, Manifest, TENSORBOARD_DIR, MetricsLog, ResumeRecord, annotation_files, create_run_dir, fingerprint, git_commit,
 };
 use crate::state::{Best, TrainState, load_optimizer, param_ids, recover_last, remap_record, save_last};
 
 const DROPOUT_STREAM: u64 = 0x4452_4F50_0000_0004;
+const SCST_STREAM: u64 = 0x5343_5354_0000_0005;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -123,9 +127,12 @@ pub fn preprocess_config(image: &ImageConfig) -> ImageConfig {
 
 struct StepStats {
     loss: f64,
+    /// NaN in SCST steps.
     cross_entropy: f64,
     attention: f64,
     grad_norm: f64,
+    /// SCST steps: mean reward and mean baseline of the samples.
+    reward: Option<(f64, f64)>,
 }
 
 /// Square of the global gradient norm, over the parameters that have gradients.
@@ -154,6 +161,14 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_> {
             self.grads.register::<B::InnerBackend, D>(param.id, grad.mul_scalar(self.factor));
         }
     }
+}
+
+/// Folds the latest BatchNorm running statistics into the values a checkpoint writes. burn
+/// keeps a training forward pass's update aside until the next update or until the inference
+/// model is taken; saving reads the folded value, which would be one step old without this
+/// (and a run resumed from it would not continue exactly).
+fn sync_running_statistics<B: AutodiffBackend>(model: &Captioner<B>) {
+    let _ = model.valid();
 }
 
 /// Counts (all, trainable) parameter elements.
@@ -192,7 +207,65 @@ fn smoothed_cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2
     (per_token * keep).sum().div_scalar(tokens.max(1) as f64)
 }
 
-/// One optimiser step on `batch`.
+/// The batch's encoder features `[images, ...]`, with gradients where the encoder is trained:
+/// cached features as they are; otherwise the frozen stages on the inner backend (BatchNorm on
+/// running statistics, no graph) and the trained ones with autodiff.
+fn encode_batch<B: Backend>(model: &Captioner<Autodiff<B>>, batch: &mut HostBatch, first_trained_stage: usize, device: &B::Device) -> EncoderOutput<Autodiff<B>> {
+    type A<B> = Autodiff<B>;
+    let stages = model.encoder.num_stages();
+    let pixels = std::mem::take(&mut batch.pixels);
+    let map = if let Some([c, h, w]) = batch.feature_shape {
+        Tensor::<A<B>, 4>::from_data(TensorData::new(pixels, [batch.images, c, h, w]), device)
+    } else {
+        let size = (pixels.len() / (3 * batch.images)).isqrt();
+        let images = Tensor::<A<B>, 4>::from_data(TensorData::new(pixels, [batch.images, 3, size, size]), device);
+        if first_trained_stage == 0 {
+            model.encoder.forward_stages(images, 0..stages)
+        } else {
+            let frozen = model.encoder.valid().forward_stages(images.inner(), 0..first_trained_stage.min(stages));
+            if first_trained_stage >= stages {
+                Tensor::from_inner(frozen)
+            } else {
+                model.encoder.forward_stages(Tensor::from_inner(frozen), first_trained_stage..stages)
+            }
+        }
+    };
+    EncoderOutput::from_feature_map(map)
+}
+
+/// Each row's copy of its image's features.
+fn select_rows<B: Backend>(features: EncoderOutput<B>, row_image: Vec<i64>) -> EncoderOutput<B> {
+    let rows = row_image.len();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(row_image, [rows]), &features.regions.device());
+    EncoderOutput { regions: features.regions.select(0, index.clone()), pooled: features.pooled.select(0, index) }
+}
+
+/// Backpropagates `loss`, clips the global gradient norm and steps the optimizer; returns the
+/// updated model and the norm before clipping.
+fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
+    model: Captioner<Autodiff<B>>,
+    optimizer: &mut O,
+    loss: Tensor<Autodiff<B>, 1>,
+    lr: f64,
+    config: &TrainConfig,
+) -> (Captioner<Autodiff<B>>, f64) {
+    type A<B> = Autodiff<B>;
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut norm = GradNorm::<A<B>> { grads: &grads, squares: Vec::new() };
+    model.visit(&mut norm);
+    let grad_norm = if norm.squares.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(norm.squares, 0).sum().sqrt().into_scalar().elem::<f32>() as f64
+    };
+    if config.clip_grad_norm > 0.0 && grad_norm > config.clip_grad_norm {
+        let mut scale = ScaleGrads { grads: &mut grads, factor: config.clip_grad_norm / (grad_norm + 1e-6) };
+        Module::<A<B>>::visit(&model, &mut scale);
+    }
+    (optimizer.step(lr, model, grads), grad_norm)
+}
+
+/// One teacher-forced cross-entropy step on `batch`.
 #[allow(clippy::too_many_arguments)]
 fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     model: Captioner<Autodiff<B>>,
@@ -204,20 +277,9 @@ fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     device: &B::Device,
 ) -> Result<(Captioner<Autodiff<B>>, StepStats)> {
     type A<B> = Autodiff<B>;
-    let size = (batch.pixels.len() / (3 * batch.images)).isqrt();
-    let images = Tensor::<A<B>, 4>::from_data(TensorData::new(std::mem::take(&mut batch.pixels), [batch.images, 3, size, size]), device);
-    let stages = model.encoder.num_stages();
-    let map = if first_trained_stage > 0 {
-        // Frozen stages run on the inner backend: BatchNorm on running statistics, no graph.
-        let frozen = model.encoder.valid().forward_stages(images.inner(), 0..first_trained_stage.min(stages));
-        model.encoder.forward_stages(Tensor::from_inner(frozen), first_trained_stage.min(stages)..stages)
-    } else {
-        model.encoder.forward_stages(images, 0..stages)
-    };
-    let features = EncoderOutput::from_feature_map(map);
+    let features = encode_batch(&model, &mut batch, first_trained_stage, device);
     let rows = batch.rows();
-    let row_image = Tensor::<A<B>, 1, Int>::from_data(TensorData::new(std::mem::take(&mut batch.row_image), [rows]), device);
-    let features = EncoderOutput { regions: features.regions.select(0, row_image.clone()), pooled: features.pooled.select(0, row_image) };
+    let features = select_rows(features, std::mem::take(&mut batch.row_image));
     let inputs = Tensor::<A<B>, 2, Int>::from_data(TensorData::new(std::mem::take(&mut batch.inputs), [rows, batch.length]), device);
     let targets = Tensor::<A<B>, 2, Int>::from_data(TensorData::new(std::mem::take(&mut batch.targets), [rows, batch.length]), device);
 
@@ -236,21 +298,52 @@ fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     if !(ce.is_finite() && att.is_finite()) {
         bail!("the loss is not finite (cross-entropy {ce}, attention {att}); lower `train.lr` or check the data");
     }
+    let (model, grad_norm) = apply_gradients(model, optimizer, loss, lr, config);
+    Ok((model, StepStats { loss: ce + att, cross_entropy: ce, attention: att, grad_norm, reward: None }))
+}
 
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    let mut norm = GradNorm::<A<B>> { grads: &grads, squares: Vec::new() };
-    model.visit(&mut norm);
-    let grad_norm = if norm.squares.is_empty() {
-        0.0
-    } else {
-        Tensor::cat(norm.squares, 0).sum().sqrt().into_scalar().elem::<f32>() as f64
+/// One self-critical step on `batch` (see [`crate::scst`]).
+#[allow(clippy::too_many_arguments)]
+fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
+    model: Captioner<Autodiff<B>>,
+    optimizer: &mut O,
+    mut batch: HostBatch,
+    lr: f64,
+    config: &TrainConfig,
+    scst_config: &ScstConfig,
+    reward: &scst::Reward,
+    text: &TextEncoder,
+    sample_seed: u64,
+    first_trained_stage: usize,
+    device: &B::Device,
+) -> Result<(Captioner<Autodiff<B>>, StepStats)> {
+    type A<B> = Autodiff<B>;
+    let features = encode_batch(&model, &mut batch, first_trained_stage, device);
+    // Captions are drawn without a graph (and without dropout), then scored on the host.
+    let inference = EncoderOutput { regions: features.regions.clone().inner(), pooled: features.pooled.clone().inner() };
+    let decoder = model.decoder.valid();
+    let (tokens, max_length) = (model.config().tokens, model.config().max_length);
+    let samples = caption_model::decoding::sample(&decoder, &inference, tokens, max_length, &scst::sampling(scst_config, sample_seed))
+        .context("drawing SCST samples")?;
+    let greedy = match scst_config.baseline {
+        scst::Baseline::Greedy => Some(caption_model::decoding::greedy(&decoder, &inference, tokens, max_length).context("greedy SCST baseline")?),
+        scst::Baseline::Mean => None,
     };
-    if config.clip_grad_norm > 0.0 && grad_norm > config.clip_grad_norm {
-        let mut scale = ScaleGrads { grads: &mut grads, factor: config.clip_grad_norm / (grad_norm + 1e-6) };
-        Module::<A<B>>::visit(&model, &mut scale);
+    let rollout = scst::rollout(scst_config, reward, text, tokens, &batch.image_indices, &samples, greedy.as_deref());
+    let rows = rollout.row_image.len();
+    let features = select_rows(features, rollout.row_image.clone());
+    let inputs = Tensor::<A<B>, 2, Int>::from_data(TensorData::new(rollout.inputs.clone(), [rows, rollout.length]), device);
+    let DecoderOutput { logits, .. } = model.decoder.forward(&features, inputs);
+    let loss = scst::policy_loss(logits, &rollout, tokens.pad);
+    let value = loss.clone().inner().into_scalar().elem::<f32>() as f64;
+    if !value.is_finite() {
+        bail!("the SCST loss is not finite; lower `scst.lr`");
     }
-    let model = optimizer.step(lr, model, grads);
-    Ok((model, StepStats { loss: ce + att, cross_entropy: ce, attention: att, grad_norm }))
+    let (model, grad_norm) = apply_gradients(model, optimizer, loss, lr, config);
+    Ok((
+        model,
+        StepStats { loss: value, cross_entropy: f64::NAN, attention: 0.0, grad_norm, reward: Some((rollout.mean_reward, rollout.mean_baseline)) },
+    ))
 }
 
 fn checkpoint_meta(run_name: &str, state: &TrainState, image: &ImageConfig, metrics: &[(String, f64)]) -> CheckpointMeta {
@@ -259,6 +352,19 @@ fn checkpoint_meta(run_name: &str, state: &TrainState, image: &ImageConfig, metr
         meta = meta.with_metric(format!("val/{name}"), *value);
     }
     meta
+}
+
+/// A Markdown table of a few validation captions and a reference of each, for TensorBoard's
+/// text dashboard.
+fn sample_table(samples: &[&Sample], candidates: &[String], examples: usize) -> String {
+    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+    let mut table = String::from("| image | model | reference |\n|---|---|---|\n");
+    let stride = (samples.len() / examples.clamp(1, samples.len().max(1))).max(1);
+    for (sample, candidate) in samples.iter().zip(candidates).step_by(stride).take(examples.max(1)) {
+        let reference = sample.captions.first().map(String::as_str).unwrap_or("");
+        table += &format!("| {} | {} | {} |\n", cell(&sample.image_id), cell(candidate), cell(reference));
+    }
+    table
 }
 
 fn samples_of(dataset: &CaptionDataset, split: Split, limit: usize) -> Vec<&Sample> {
@@ -328,12 +434,38 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         optimizer = optimizer.load_record(remap_record(record, &state.param_ids, &ids)?);
     }
 
-    // Images: training images in memory when they fit; validation and test never augmented.
-    let cache_bytes = train_config.cache_images_mb as u64 * 1024 * 1024;
+    // Inputs: with a frozen encoder and no augmentation, cached encoder features (computed
+    // once per encoder); otherwise images, the training ones in memory when they fit.
+    // Validation and test images are never augmented.
+    let first_trained = config.model.encoder.finetune.first_trainable_stage(model.encoder.num_stages());
+    let frozen_encoder = first_trained >= model.encoder.num_stages();
+    let use_features = train_config.feature_cache && frozen_encoder && !config.data.image.augment.is_random();
+    if train_config.feature_cache && frozen_encoder && !use_features {
+        println!("features: not cached, because augmentation is on (data.image.augment)");
+    }
+    let cache_bytes = if use_features { 0 } else { train_config.cache_images_mb as u64 * 1024 * 1024 };
     let eval_image = preprocess_config(&config.data.image);
-    let train_set = TrainSet::new(ImageSource::new(train_samples.clone(), &config.data.image, cache_bytes)?, &text);
+    let mut train_set = TrainSet::new(ImageSource::new(train_samples.clone(), &config.data.image, cache_bytes)?, &text);
     let val_source = ImageSource::new(val_samples.clone(), &eval_image, cache_bytes)?;
     let test_source = ImageSource::new(test_samples.clone(), &eval_image, 0)?;
+    let (mut val_features, mut test_features) = (None, None);
+    if use_features {
+        let encoder = model.encoder.valid();
+        let key = features::cache_key(&config.model.encoder_config(), &encoder, &eval_image)?;
+        let dir = &train_config.feature_cache_dir;
+        let batch = train_config.eval_batch_size;
+        train_set.features = Some(features::load_or_compute(dir, &key, "train", &encoder, &train_set.images, batch, &device)?);
+        if !val_source.is_empty() {
+            val_features = Some(features::load_or_compute(dir, &key, "val", &encoder, &val_source, batch, &device)?);
+        }
+        if train_config.test && !test_source.is_empty() {
+            test_features = Some(features::load_or_compute(dir, &key, "test", &encoder, &test_source, batch, &device)?);
+        }
+    }
+    let val_inputs = match &val_features {
+        Some(set) => EvalInputs::Features(set),
+        None => EvalInputs::Images(&val_source),
+    };
 
     // Provenance.
     let git = git_commit(Path::new("."));
@@ -380,10 +512,16 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         manifest.write(&run_dir)?;
     }
     let mut log = MetricsLog::open(&run_dir, resumed.then_some(state.step))?;
+    let board_dir = run_dir.join(TENSORBOARD_DIR);
+    let board_error = |e: std::io::Error| anyhow::anyhow!("cannot write TensorBoard events in {}: {e}", board_dir.display());
+    let mut board = EventWriter::create(&board_dir).map_err(board_error)?;
+    if resumed {
+        // Steps after the checkpoint are trained again: TensorBoard drops their first logging.
+        board.add_session_start(state.step + 1).map_err(board_error)?;
+    }
 
     let steps_per_epoch = train_set.batches_per_epoch(train_config.batch_size);
     let total_steps = (steps_per_epoch * train_config.epochs) as u64;
-    let first_trained = config.model.encoder.finetune.first_trainable_stage(model.encoder.num_stages());
     let (parameters, trainable) = count_parameters::<A<B>, _>(&model);
     println!(
         "{} run {} on {} ({} threads): {} train / {} val / {} test images, vocabulary {}, {} parameters ({} trained), {} steps per epoch{}; data ready in {:.1}s",
@@ -398,12 +536,20 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         parameters,
         trainable,
         steps_per_epoch,
-        if train_set.images.is_cached() { ", images cached in memory" } else { "" },
+        if train_set.features.is_some() {
+            ", from cached encoder features"
+        } else if train_set.images.is_cached() {
+            ", images cached in memory"
+        } else {
+            ""
+        },
         load_start.elapsed().as_secs_f64()
     );
     if resumed {
         println!("resuming after epoch {} batch {} (step {})", state.epoch, state.batch_in_epoch, state.step);
     }
+    // SCST rewards: CIDEr-D with the training split's document frequencies.
+    let reward = config.scst.enabled.then(|| scst::Reward::new(train_set.images.samples.iter().map(|s| s.captions.as_slice())));
     let mut last_val: Vec<(String, f64)> = Vec::new();
     let mut interrupted = false;
     let seconds_before = state.train_seconds;
@@ -432,9 +578,18 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
             for index in first_batch..steps_per_epoch {
                 let batch = receiver.recv().context("the batch loader stopped")??;
                 let images = batch.images;
-                let lr = learning_rate(train_config, state.step, steps_per_epoch, total_steps);
                 B::seed(&device, SplitMix64::for_item(config.seed ^ DROPOUT_STREAM, state.step).next_u64());
-                let (next, stats) = train_step::<B, _>(model.clone(), &mut optimizer, batch, lr, train_config, first_trained, &device)?;
+                let (lr, (next, stats)) = match &reward {
+                    Some(reward) if config.scst.active(epoch) => {
+                        let seed = SplitMix64::for_item(config.seed ^ SCST_STREAM, state.step).next_u64();
+                        let lr = config.scst.lr;
+                        (lr, scst_step::<B, _>(model.clone(), &mut optimizer, batch, lr, train_config, &config.scst, reward, &text, seed, first_trained, &device)?)
+                    }
+                    _ => {
+                        let lr = learning_rate(train_config, state.step, steps_per_epoch, total_steps);
+                        (lr, train_step::<B, _>(model.clone(), &mut optimizer, batch, lr, train_config, first_trained, &device)?)
+                    }
+                };
                 model = next;
                 state.step += 1;
                 state.batch_in_epoch = index + 1;
@@ -447,30 +602,55 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                     let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
                     let images_per_s = window_images as f64 / seconds;
                     let mean_loss = window_loss / window_steps.max(1) as f64;
+                    let detail = match stats.reward {
+                        Some((reward, baseline)) => format!("scst reward {reward:.4} baseline {baseline:.4}"),
+                        None => format!("ce {:.4} att {:.4}", stats.cross_entropy, stats.attention),
+                    };
                     println!(
-                        "epoch {}/{} step {}/{} loss {:.4} (ce {:.4} att {:.4}) lr {:.2e} grad-norm {:.3} {:.0} img/s",
+                        "epoch {}/{} step {}/{} loss {:.4} ({detail}) lr {:.2e} grad-norm {:.3} {:.0} img/s",
                         epoch + 1,
                         train_config.epochs,
                         state.step,
                         total_steps,
                         mean_loss,
-                        stats.cross_entropy,
-                        stats.attention,
                         lr,
                         stats.grad_norm,
                         images_per_s
                     );
-                    log.write(&serde_json::json!({
-                        "kind": "train", "epoch": epoch + 1, "step": state.step, "loss": mean_loss,
-                        "cross_entropy": stats.cross_entropy, "attention_reg": stats.attention, "lr": lr,
+                    let mut line = serde_json::json!({
+                        "kind": "train", "epoch": epoch + 1, "step": state.step, "loss": mean_loss, "lr": lr,
                         "grad_norm": stats.grad_norm, "images_per_s": images_per_s,
                         "elapsed_s": seconds_before + train_start.elapsed().as_secs_f64(),
-                    }))?;
+                    });
+                    let mut scalars = vec![
+                        ("train/loss", mean_loss),
+                        ("train/lr", lr),
+                        ("train/grad_norm", stats.grad_norm),
+                        ("train/images_per_s", images_per_s),
+                    ];
+                    match stats.reward {
+                        Some((reward, baseline)) => {
+                            line["scst_reward"] = serde_json::json!(reward);
+                            line["scst_baseline"] = serde_json::json!(baseline);
+                            scalars.extend([("train/scst_reward", reward), ("train/scst_baseline", baseline)]);
+                        }
+                        None => {
+                            line["cross_entropy"] = serde_json::json!(stats.cross_entropy);
+                            line["attention_reg"] = serde_json::json!(stats.attention);
+                            scalars.extend([("train/cross_entropy", stats.cross_entropy), ("train/attention_reg", stats.attention)]);
+                        }
+                    }
+                    log.write(&line)?;
+                    for (tag, value) in scalars {
+                        board.add_scalar(tag, value, state.step).map_err(board_error)?;
+                    }
                     (window_loss, window_steps, window_images, window_start) = (0.0, 0, 0, Instant::now());
                 }
                 if train_config.checkpoint_every > 0 && state.step % train_config.checkpoint_every as u64 == 0 && index + 1 < steps_per_epoch {
+                    board.flush().map_err(board_error)?;
                     state.train_seconds = seconds_before + train_start.elapsed().as_secs_f64();
                     state.param_ids = param_ids::<A<B>, _>(&model).iter().map(|id| id.val()).collect();
+                    sync_running_statistics(&model);
                     let meta = checkpoint_meta(&config.name, &state, &config.data.image, &last_val);
                     save_last(&checkpoints, &model, &text, &meta, optimizer.to_record(), &state)?;
                     if job.interrupt_after_step.is_some_and(|s| state.step >= s) {
@@ -501,7 +681,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         if validate {
             let val_start = Instant::now();
             let inference = model.valid();
-            let candidates = decode_images(&inference, &text, &val_source, &train_config.decode, train_config.eval_batch_size, &device)?;
+            let candidates = decode_images(&inference, &text, val_inputs, &train_config.decode, train_config.eval_batch_size, &device)?;
             let evaluation = score(&val_samples, &candidates)?;
             last_val = evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect();
             let value = evaluation.corpus.get(&train_config.best_metric).unwrap_or(f64::NAN);
@@ -537,6 +717,10 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 line[name.as_str()] = serde_json::json!(value);
             }
             log.write(&line)?;
+            for (name, value) in &last_val {
+                board.add_scalar(&format!("val/{name}"), *value, state.step).map_err(board_error)?;
+            }
+            board.add_text("val/samples", &sample_table(&val_samples, &candidates, train_config.num_examples), state.step).map_err(board_error)?;
             if stop {
                 println!("early stopping: no improvement of {} in {} validations", train_config.best_metric, state.bad_validations);
             }
@@ -547,6 +731,8 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         }
         state.train_seconds = seconds_before + train_start.elapsed().as_secs_f64();
         state.param_ids = param_ids::<A<B>, _>(&model).iter().map(|id| id.val()).collect();
+        board.flush().map_err(board_error)?;
+        sync_running_statistics(&model);
         let meta = checkpoint_meta(&config.name, &state, &config.data.image, &last_val);
         save_last(&checkpoints, &model, &text, &meta, optimizer.to_record(), &state)?;
         if job.interrupt_after_step.is_some_and(|s| state.step >= s) && !state.finished {
@@ -570,7 +756,13 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
             let (dir, label) = if best_dir.is_dir() { (best_dir, "checkpoints/best") } else { (checkpoints.join(run_dir::LAST), "checkpoints/last") };
             let test_start = Instant::now();
             let checkpoint = load_checkpoint::<B>(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-            let candidates = decode_images(&checkpoint.model, &checkpoint.text, &test_source, &train_config.test_decode, train_config.eval_batch_size, &device)?;
+            // The encoder is frozen when features are cached, so the best checkpoint's encoder
+            // is the one that computed them.
+            let inputs = match &test_features {
+                Some(set) => EvalInputs::Features(set),
+                None => EvalInputs::Images(&test_source),
+            };
+            let candidates = decode_images(&checkpoint.model, &checkpoint.text, inputs, &train_config.test_decode, train_config.eval_batch_size, &device)?;
             let evaluation = score(&test_samples, &candidates)?;
             let report = TestReport {
                 split: "test".into(),

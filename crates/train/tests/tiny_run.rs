@@ -8,6 +8,18 @@ use caption_data::{DataConfig, DataFormat};
 use caption_model::{FlexBackend, load_checkpoint};
 use caption_train::{AttentionLstmSection, DecoderSection, RunConfig, TrainJob, TrainState, train};
 
+#[path = "common/tensorboard.rs"]
+mod tensorboard;
+
+/// The backend's random generator (initialisation, dropout) is global to the process: runs in
+/// parallel threads would draw from it in an unpredictable interleaving, so that no run would
+/// be reproducible. Every test that trains holds this lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn tiny_config(root: &Path) -> RunConfig {
     let mut config = RunConfig { name: "tiny".into(), seed: 7, ..Default::default() };
     config.data = DataConfig { format: DataFormat::Synthetic, root: Some(root.join("shapes")), ..Default::default() };
@@ -60,12 +72,37 @@ fn val_lines(run_dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-fn weights(dir: &Path) -> Vec<u8> {
-    std::fs::read(dir.join("model.safetensors")).unwrap()
+/// Every tensor of a checkpoint's `model.safetensors`, by name (the file's header order, and its
+/// metadata's, varies from one write to the next: compare the tensors, not the bytes).
+fn tensors(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let offsets = &info["data_offsets"];
+            let (start, end) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+            (name, data[start..end].to_vec())
+        })
+        .collect()
+}
+
+fn same_weights(a: &Path, b: &Path) -> bool {
+    let (a, b) = (tensors(a), tensors(b));
+    for (name, value) in &a {
+        if b.get(name) != Some(value) {
+            eprintln!("tensor {name} differs");
+        }
+    }
+    !a.is_empty() && a == b
 }
 
 #[test]
 fn tiny_run_writes_the_run_directory() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let config = tiny_config(root.path());
     let summary = train(TrainJob::new(config.clone())).unwrap();
@@ -103,6 +140,24 @@ fn tiny_run_writes_the_run_directory() {
     assert_eq!(val_lines(run).len(), 2);
     assert_eq!(last_train_loss(run).0, 2 * steps_per_epoch);
     assert!(lines.iter().filter(|l| l["kind"] == "val").all(|l| l["Bleu_4"].is_number() && l["CIDEr"].is_number()));
+
+    // TensorBoard reads the same numbers (as float32) and the sample captions.
+    if let Some(board) = tensorboard::read(&run.join("tensorboard")) {
+        let logged: Vec<(u64, f64)> = train_lines.iter().map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64().unwrap())).collect();
+        let charted = &board.scalars["train/loss"];
+        assert_eq!(charted.len(), logged.len(), "{charted:?} vs {logged:?}");
+        for ((step, value), (logged_step, logged_value)) in charted.iter().zip(&logged) {
+            assert_eq!((*step, *value), (*logged_step, *logged_value as f32 as f64));
+        }
+        for tag in ["train/lr", "train/grad_norm", "train/cross_entropy", "val/Bleu_4", "val/CIDEr", "val/ROUGE_L"] {
+            assert!(board.scalars.contains_key(tag), "{tag} missing: {:?}", board.scalars.keys());
+        }
+        let val_cider: Vec<f64> = val_lines(run).iter().map(|&(_, v)| v as f32 as f64).collect();
+        assert_eq!(board.scalars["val/CIDEr"].iter().map(|&(_, v)| v).collect::<Vec<_>>(), val_cider);
+        let samples = &board.text["val/samples"];
+        assert_eq!(samples.len(), 2);
+        assert!(samples[0].1.starts_with("| image | model | reference |"), "{}", samples[0].1);
+    }
 
     // Checkpoints load, and carry the preprocessing.
     for name in ["last", "best"] {
@@ -155,7 +210,7 @@ fn interrupted_run_matches(root: &Path, checkpoint_every: usize, interrupt_at: u
     let (a, b): (PathBuf, PathBuf) = (straight.run_dir.clone(), resumed.run_dir.clone());
     assert_eq!(last_train_loss(&a), last_train_loss(&b));
     assert_eq!(val_lines(&a), val_lines(&b));
-    assert_eq!(weights(&a.join("checkpoints/last")), weights(&b.join("checkpoints/last")), "final weights differ");
+    assert!(same_weights(&a.join("checkpoints/last"), &b.join("checkpoints/last")), "final weights differ");
     // The resumed log has no duplicate steps.
     let steps: Vec<u64> = read_lines(&b.join("metrics.jsonl")).iter().filter(|l| l["kind"] == "train").map(|l| l["step"].as_u64().unwrap()).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
@@ -165,6 +220,7 @@ fn interrupted_run_matches(root: &Path, checkpoint_every: usize, interrupt_at: u
 
 #[test]
 fn resume_at_an_epoch_boundary_continues_exactly() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     // Interrupt after the first epoch's checkpoint.
     interrupted_run_matches(root.path(), 0, 1);
@@ -172,12 +228,14 @@ fn resume_at_an_epoch_boundary_continues_exactly() {
 
 #[test]
 fn resume_mid_epoch_continues_exactly() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     interrupted_run_matches(root.path(), 2, 2);
 }
 
 #[test]
 fn config_errors_are_clear() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let mut config = tiny_config(root.path());
     config.train.best_metric = "bleu".into();
@@ -186,4 +244,70 @@ fn config_errors_are_clear() {
 
     let err = serde_norway::from_str::<RunConfig>("train:\n  epochs: 2\n  learning_rate: 0.1\n").unwrap_err().to_string();
     assert!(err.contains("unknown field `learning_rate`") && err.contains("lr"), "{err}");
+}
+
+#[test]
+fn scst_epochs_train_on_cider_rewards() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(root.path());
+    config.train.test = false;
+    config.scst = caption_train::ScstConfig { enabled: true, after_epoch: 1, samples_per_image: 2, ..Default::default() };
+    let summary = train(TrainJob::new(config.clone())).unwrap();
+    assert_eq!(summary.epochs_completed, 2);
+    let lines = read_lines(&summary.run_dir.join("metrics.jsonl"));
+    let train_lines: Vec<_> = lines.iter().filter(|l| l["kind"] == "train").collect();
+    // Epoch 1 is cross-entropy, epoch 2 self-critical at the SCST learning rate.
+    let first = train_lines.iter().find(|l| l["epoch"] == 1).unwrap();
+    assert!(first["cross_entropy"].is_number() && first.get("scst_reward").is_none(), "{first}");
+    let second: Vec<_> = train_lines.iter().filter(|l| l["epoch"] == 2).collect();
+    assert!(!second.is_empty());
+    for line in &second {
+        let reward = line["scst_reward"].as_f64().unwrap();
+        assert!(reward.is_finite() && reward >= 0.0 && line["scst_baseline"].is_number(), "{line}");
+        assert_eq!(line["lr"].as_f64().unwrap(), config.scst.lr);
+        assert!(line.get("cross_entropy").is_none(), "{line}");
+    }
+    assert_eq!(val_lines(&summary.run_dir).len(), 2);
+
+    // `scst.after_epoch` must leave epochs to train.
+    config.scst.after_epoch = 2;
+    let err = format!("{:#}", train(TrainJob::new(config)).unwrap_err());
+    assert!(err.contains("scst.after_epoch"), "{err}");
+}
+
+#[test]
+fn frozen_encoder_trains_from_cached_features() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(root.path());
+    config.model.encoder.finetune = caption_model::Finetune::Frozen;
+    config.train.feature_cache_dir = root.path().join("features");
+    let first = train(TrainJob::new(config.clone())).unwrap();
+    let folders: Vec<PathBuf> = std::fs::read_dir(root.path().join("features")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(folders.len(), 1, "one folder per encoder: {folders:?}");
+    for split in ["train", "val", "test"] {
+        let header = read_json(&folders[0].join(format!("{split}.json")));
+        let shape: Vec<u64> = header["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        // A 64 px image through a width-4 ResNet: 32 channels on a 2 x 2 grid.
+        assert_eq!(shape[1..], [32, 2, 2], "{header}");
+        let bytes = std::fs::metadata(folders[0].join(format!("{split}.f16"))).unwrap().len();
+        assert_eq!(bytes, shape.iter().product::<u64>() * 2);
+    }
+    let written = std::fs::metadata(folders[0].join("train.f16")).unwrap().modified().unwrap();
+
+    // A second run with the same encoder reads the cache (same seed: the same encoder weights)
+    // and trains to the same weights.
+    config.train.output_dir = root.path().join("second");
+    let second = train(TrainJob::new(config.clone())).unwrap();
+    assert_eq!(std::fs::metadata(folders[0].join("train.f16")).unwrap().modified().unwrap(), written, "the cache was rewritten");
+    let (a, b) = (first.run_dir.join("checkpoints/last"), second.run_dir.join("checkpoints/last"));
+    assert!(same_weights(&a, &b), "the run from cached features trained to other weights");
+    assert_eq!(first.test.unwrap().metrics, second.test.unwrap().metrics);
+
+    // Another encoder (another seed, other weights) gets its own folder.
+    config.seed = 8;
+    config.train.output_dir = root.path().join("third");
+    train(TrainJob::new(config)).unwrap();
+    assert_eq!(std::fs::read_dir(root.path().join("features")).unwrap().count(), 2);
 }

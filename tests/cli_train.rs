@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../crates/train/tests/common/tensorboard.rs"]
+mod tensorboard;
+
 /// A tiny config: 48 synthetic images, a tiny ResNet and LSTM, 10 short epochs.
 fn write_config(dir: &Path) -> PathBuf {
     let root = dir.display();
@@ -100,6 +103,12 @@ fn killed_run_resumes_and_finishes() {
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["resumes"].as_array().unwrap().len(), 1);
+    // TensorBoard shows each step once: the resumed session's start marker drops the steps
+    // that the killed session logged after its last checkpoint.
+    if let Some(board) = tensorboard::read(&run_dir.join("tensorboard")) {
+        let charted: Vec<u64> = board.scalars["train/loss"].iter().map(|&(step, _)| step).collect();
+        assert_eq!(charted, steps, "TensorBoard's steps differ from metrics.jsonl's");
+    }
     // No leftovers of the atomic swaps.
     let leftovers: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
