@@ -131,3 +131,19 @@ fn unknown_train_key_is_reported_with_file_line_and_allowed_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no config.yaml"));
 }
+
+#[test]
+fn benchmark_reports_throughput_without_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let out = caption().args(["train", "--config", config.to_str().unwrap(), "--benchmark", "3"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!((json["steps"].as_u64(), json["device"].as_str()), (Some(3), Some("cpu")), "{json}");
+    let (images, pairs) = (json["images_per_s"].as_f64().unwrap(), json["caption_pairs_per_s"].as_f64().unwrap());
+    // Two captions per image in this config.
+    assert!(images > 0.0 && (pairs / images - 2.0).abs() < 1e-9, "{json}");
+    assert!(stdout.contains("caption pairs/s"), "{stdout}");
+    assert!(!dir.path().join("experiments").exists(), "a benchmark wrote a run directory");
+}

@@ -21,6 +21,9 @@ pub struct TrainArgs {
     /// Continue an interrupted run from RUN_DIR/checkpoints/last (model, optimizer, epoch, data order).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
+    /// Measure training throughput over N steps instead of training (writes no run directory).
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    benchmark: Option<usize>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -51,6 +54,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         command_line: std::env::args().collect(),
         interrupt_after_step: None,
     };
+    if let Some(steps) = args.benchmark {
+        let result = caption_train::benchmark(job, steps)?;
+        println!(
+            "training throughput on {} ({} threads{}): {:.1} images/s, {:.1} caption pairs/s over {} steps (batch preparation {:.2}s, not included)",
+            result.device,
+            result.threads,
+            if result.from_features { ", cached encoder features" } else { "" },
+            result.images_per_s,
+            result.caption_pairs_per_s,
+            result.steps,
+            result.batch_preparation_s
+        );
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
     caption_train::train(job)?;
     Ok(())
 }

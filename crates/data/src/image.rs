@@ -155,6 +155,24 @@ pub fn decode_bytes(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
     decode_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)
 }
 
+/// A JPEG of the image at `path` whose longer side is at most `side` pixels, for reports.
+pub fn thumbnail_jpeg(path: &Path, side: u32, max_pixels: u64) -> Result<Vec<u8>> {
+    let image = decode_file(path, max_pixels)?;
+    let (w, h) = (image.width(), image.height());
+    let scale = side as f64 / w.max(h).max(1) as f64;
+    // Keep the aspect ratio; never enlarge.
+    let image = if scale < 1.0 {
+        image::imageops::thumbnail(&image, ((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1))
+    } else {
+        image
+    };
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 80)
+        .encode_image(&image)
+        .map_err(|e| DataError::Image { path: path.into(), message: format!("cannot encode a thumbnail: {e}") })?;
+    Ok(bytes)
+}
+
 /// Resizes, optionally augments, and normalises one decoded image.
 /// `augment_seed` is `Some` only for training samples; evaluation is deterministic.
 pub fn prepare(image: &RgbImage, config: &ImageConfig, augment_seed: Option<u64>) -> PreparedImage {

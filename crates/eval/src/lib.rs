@@ -17,6 +17,7 @@ pub mod compare;
 pub mod meteor;
 mod ngrams;
 pub mod numpy_mean;
+pub mod report;
 mod python_float;
 pub mod rouge;
 pub mod scorer;

@@ -8,6 +8,10 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use caption_data::fsutil::write_atomic;
 use caption_data::{Sample, TextEncoder};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use caption_data::image::thumbnail_jpeg;
+use caption_eval::report::{self, ReportHeader, ReportImage};
 use caption_eval::{Evaluation, Metric, evaluate};
 use caption_model::{Captioner, DecodeStrategy};
 use serde::Serialize;
@@ -76,6 +80,8 @@ pub fn score(samples: &[&Sample], candidates: &[String]) -> Result<Evaluation<St
 /// What a test evaluation found.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestReport {
+    /// What was evaluated, for the reports' title (the run or checkpoint name).
+    pub title: String,
     pub split: String,
     pub checkpoint: String,
     pub epoch: Option<u64>,
@@ -93,8 +99,9 @@ impl TestReport {
     }
 }
 
-/// Writes `metrics.json`, `per_image.json` (the rows `caption compare` reads) and
-/// `results.json` (MS-COCO results format, for `caption score`) into `dir`.
+/// Writes `metrics.json`, `per_image.json` (the rows `caption compare` reads), `results.json`
+/// (MS-COCO results format, for `caption score`), and `report.md` / `report.html` (see
+/// `caption_eval::report`) into `dir`.
 pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], candidates: &[String], evaluation: &Evaluation<String>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let metrics: serde_json::Map<String, serde_json::Value> =
@@ -133,7 +140,51 @@ pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], ca
         .map(|(sample, caption)| serde_json::json!({"image_id": sample.image_id_json(), "caption": caption}))
         .collect();
     write_atomic(&dir.join("results.json"), &serde_json::to_vec_pretty(&results)?)?;
+
+    // The reports, with thumbnails of the images they show.
+    let mut images: Vec<ReportImage> = samples
+        .iter()
+        .zip(candidates)
+        .zip(&evaluation.images)
+        .map(|((sample, candidate), image)| ReportImage {
+            image_id: sample.image_id.clone(),
+            candidate: candidate.clone(),
+            references: sample.captions.clone(),
+            scores: image.scores.iter().map(|(n, v)| (n.to_string(), v)).collect(),
+            thumbnail: None,
+        })
+        .collect();
+    let featured = report::featured_ids(&images, REPORT_EXAMPLES);
+    for (image, sample) in images.iter_mut().zip(samples) {
+        if featured.contains(&image.image_id) {
+            // A picture that cannot be read is left out of the page, not a reason to fail.
+            image.thumbnail = thumbnail_jpeg(&sample.image_path, THUMBNAIL_SIDE, report_max_pixels())
+                .ok()
+                .map(|jpeg| format!("data:image/jpeg;base64,{}", BASE64.encode(jpeg)));
+        }
+    }
+    let header = ReportHeader {
+        title: format!("{} split: {}", report.split, report.title),
+        facts: vec![
+            ("checkpoint".into(), report.checkpoint.clone()),
+            ("epoch".into(), report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into())),
+            ("step".into(), report.step.to_string()),
+            ("decoding".into(), describe_strategy(&report.decode)),
+        ],
+        corpus: report.metrics.clone(),
+    };
+    write_atomic(&dir.join("report.md"), report::markdown(&header, &images, REPORT_EXAMPLES).as_bytes())?;
+    write_atomic(&dir.join("report.html"), report::html(&header, &images, REPORT_EXAMPLES).as_bytes())?;
     Ok(())
+}
+
+/// Images in each section (best, worst, sample) of `report.md` / `report.html`.
+const REPORT_EXAMPLES: usize = 12;
+/// Longer side of the report's thumbnails, in pixels.
+const THUMBNAIL_SIDE: u32 = 224;
+
+fn report_max_pixels() -> u64 {
+    caption_data::image::ImageConfig::default().max_pixels
 }
 
 /// The report printed after training: the metrics table and a few examples.

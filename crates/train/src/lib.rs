@@ -19,4 +19,4 @@ pub use config::{AttentionLstmSection, DecoderSection, EncoderSection, ModelConf
 pub use evaluate::TestReport;
 pub use scst::{Baseline, ScstConfig};
 pub use state::{Best, TrainState};
-pub use trainer::{TrainJob, TrainSummary, learning_rate, preprocess_config, train};
+pub use trainer::{Throughput, TrainJob, TrainSummary, benchmark, learning_rate, preprocess_config, train};

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -85,10 +86,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
     job.config.validate()?;
     let device = job.device.unwrap_or(job.config.train.device);
     device.check_compiled()?;
-    if job.config.train.threads > 0 {
-        // Fails only if the global pool already exists (a second run in one process): keep it.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(job.config.train.threads).build_global();
-    }
+    set_threads(&job.config.train);
     match device {
         DeviceSpec::Cpu => run::<caption_model::FlexBackend>(job, device, Default::default()),
         #[cfg(feature = "cuda")]
@@ -372,6 +370,125 @@ fn samples_of(dataset: &CaptionDataset, split: Split, limit: usize) -> Vec<&Samp
     if limit > 0 { samples.take(limit).collect() } else { samples.collect() }
 }
 
+/// The vocabulary of the training captions and a freshly initialised captioner (seeded by
+/// `config.seed`), its encoder loaded from `model.encoder.weights` when given.
+fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: &B::Device) -> Result<(TextEncoder, Captioner<Autodiff<B>>)> {
+    let captions: Vec<&str> = train_samples.iter().flat_map(|s| s.captions.iter().map(String::as_str)).collect();
+    let text = TextEncoder::build(&config.data.vocab, &captions).context("building the vocabulary")?;
+    B::seed(device, config.seed);
+    let captioner = config.model.captioner_config(&text);
+    let mut model = captioner.init::<Autodiff<B>>(device).context("building the model")?;
+    if let Some(weights) = &config.model.encoder.weights {
+        let (encoder, report) = load_encoder_weights(model.encoder, weights, &ImportOptions::default())
+            .with_context(|| format!("loading encoder weights {}", weights.display()))?;
+        println!("encoder weights: {} ({report:?})", weights.display());
+        model.encoder = encoder.apply_finetune(config.model.encoder.finetune);
+    }
+    Ok((text, model))
+}
+
+/// Sizes the CPU thread pool (`train.threads`; 0 leaves rayon's default, one per core).
+fn set_threads(config: &TrainConfig) {
+    if config.threads > 0 {
+        // Fails only if the global pool already exists (a second run in one process): keep it.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(config.threads).build_global();
+    }
+}
+
+fn adamw(config: &TrainConfig) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_beta_1(config.beta1 as f32)
+        .with_beta_2(config.beta2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32)
+}
+
+/// Training throughput of a config on a device (`caption train --benchmark N`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub device: String,
+    pub threads: usize,
+    /// Timed optimiser steps (after one untimed warm-up step).
+    pub steps: usize,
+    pub images_per_s: f64,
+    pub caption_pairs_per_s: f64,
+    /// Whether the steps ran on cached encoder features.
+    pub from_features: bool,
+    /// Seconds spent preparing the timed batches (loading images or gathering features), not
+    /// included in the rates.
+    pub batch_preparation_s: f64,
+}
+
+/// Measures `steps` cross-entropy training steps of `job`'s config (nothing is written but the
+/// feature cache, which a frozen encoder fills as a run would).
+pub fn benchmark(job: TrainJob, steps: usize) -> Result<Throughput> {
+    job.config.validate()?;
+    if steps == 0 {
+        bail!("--benchmark needs at least 1 step");
+    }
+    let device = job.device.unwrap_or(job.config.train.device);
+    device.check_compiled()?;
+    set_threads(&job.config.train);
+    match device {
+        DeviceSpec::Cpu => bench::<caption_model::FlexBackend>(&job.config, steps, device, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => bench::<caption_model::device::CudaBackend>(&job.config, steps, device, device.cuda_device().expect("a CUDA device")),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+    }
+}
+
+fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, device: B::Device) -> Result<Throughput> {
+    let train_config = &config.train;
+    let dataset = CaptionDataset::load(&config.data).context("loading the dataset")?;
+    let train_samples = samples_of(&dataset, Split::Train, 0);
+    if train_samples.is_empty() {
+        bail!("the dataset has no training images");
+    }
+    let (text, mut model) = new_model::<B>(config, &train_samples, &device)?;
+    let mut optimizer = adamw(train_config).init::<Autodiff<B>, Captioner<Autodiff<B>>>();
+    let first_trained = config.model.encoder.finetune.first_trainable_stage(model.encoder.num_stages());
+    let use_features =
+        train_config.feature_cache && first_trained >= model.encoder.num_stages() && !config.data.image.augment.is_random();
+    let cache_bytes = if use_features { 0 } else { train_config.cache_images_mb as u64 * 1024 * 1024 };
+    let mut train_set = TrainSet::new(ImageSource::new(train_samples, &config.data.image, cache_bytes)?, &text);
+    if use_features {
+        let encoder = model.encoder.valid();
+        let eval_image = preprocess_config(&config.data.image);
+        let key = features::cache_key(&config.model.encoder_config(), &encoder, &eval_image)?;
+        let set = features::load_or_compute(&train_config.feature_cache_dir, &key, "train", &encoder, &train_set.images, train_config.eval_batch_size, &device)?;
+        train_set.features = Some(set);
+    }
+    let order = train_set.epoch_order(config.seed, 0);
+    let batches = train_set.batches_per_epoch(train_config.batch_size);
+    let (mut seconds, mut preparing, mut images, mut pairs) = (0.0, 0.0, 0usize, 0usize);
+    for step in 0..=steps {
+        let prepare_start = Instant::now();
+        let batch = train_set.batch(config.seed, 0, &order, train_config.batch_size, train_config.captions_per_image, step % batches)?;
+        let (batch_images, batch_pairs) = (batch.images, batch.rows());
+        let step_start = Instant::now();
+        let (next, _) = train_step::<B, _>(model, &mut optimizer, batch, train_config.lr, train_config, first_trained, &device)?;
+        model = next;
+        // The first step (kernel selection, allocations) is not timed.
+        if step > 0 {
+            seconds += step_start.elapsed().as_secs_f64();
+            preparing += (step_start - prepare_start).as_secs_f64();
+            images += batch_images;
+            pairs += batch_pairs;
+        }
+    }
+    let seconds = seconds.max(1e-9);
+    Ok(Throughput {
+        device: device_spec.to_string(),
+        threads: rayon::current_num_threads(),
+        steps,
+        images_per_s: images as f64 / seconds,
+        caption_pairs_per_s: pairs as f64 / seconds,
+        from_features: use_features,
+        batch_preparation_s: preparing,
+    })
+}
+
 fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) -> Result<TrainSummary> {
     type A<B> = Autodiff<B>;
     let session_start = Instant::now();
@@ -395,17 +512,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
     let resumed = job.resume.is_some();
     let (run_dir, text, mut model, mut state, last_dir) = match &job.resume {
         None => {
-            let captions: Vec<&str> = train_samples.iter().flat_map(|s| s.captions.iter().map(String::as_str)).collect();
-            let text = TextEncoder::build(&config.data.vocab, &captions).context("building the vocabulary")?;
-            B::seed(&device, config.seed);
-            let captioner = config.model.captioner_config(&text);
-            let mut model = captioner.init::<A<B>>(&device).context("building the model")?;
-            if let Some(weights) = &config.model.encoder.weights {
-                let (encoder, report) = load_encoder_weights(model.encoder, weights, &ImportOptions::default())
-                    .with_context(|| format!("loading encoder weights {}", weights.display()))?;
-                println!("encoder weights: {} ({report:?})", weights.display());
-                model.encoder = encoder.apply_finetune(config.model.encoder.finetune);
-            }
+            let (text, model) = new_model::<B>(config, &train_samples, &device)?;
             let run_dir = create_run_dir(&train_config.output_dir, &config.name)?;
             (run_dir, text, model, TrainState::new(), None)
         }
@@ -422,12 +529,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
     let checkpoints = run_dir.join(CHECKPOINTS_DIR);
     std::fs::create_dir_all(&checkpoints).with_context(|| format!("cannot create {}", checkpoints.display()))?;
 
-    let mut optimizer = AdamWConfig::new()
-        .with_beta_1(train_config.beta1 as f32)
-        .with_beta_2(train_config.beta2 as f32)
-        .with_epsilon(train_config.epsilon as f32)
-        .with_weight_decay(train_config.weight_decay as f32)
-        .init::<A<B>, Captioner<A<B>>>();
+    let mut optimizer = adamw(train_config).init::<A<B>, Captioner<A<B>>>();
     if let Some(last) = &last_dir {
         let record = load_optimizer::<A<B>, _>(last, &device)?;
         let ids = param_ids::<A<B>, _>(&model);
@@ -765,6 +867,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
             let candidates = decode_images(&checkpoint.model, &checkpoint.text, inputs, &train_config.test_decode, train_config.eval_batch_size, &device)?;
             let evaluation = score(&test_samples, &candidates)?;
             let report = TestReport {
+                title: config.name.clone(),
                 split: "test".into(),
                 checkpoint: label.into(),
                 epoch: checkpoint.meta.epoch,

@@ -186,6 +186,11 @@ fn tiny_run_writes_the_run_directory() {
         assert!(!rows[0][key].is_null(), "{key}: {}", rows[0]);
     }
     assert!(summary.test.unwrap().get("CIDEr").is_some());
+    // The reports people read: scores, examples with their pictures inlined.
+    let markdown = std::fs::read_to_string(run.join("eval/test/report.md")).unwrap();
+    assert!(markdown.contains("| CIDEr |") && markdown.contains("## Worst"), "{markdown}");
+    let html = std::fs::read_to_string(run.join("eval/test/report.html")).unwrap();
+    assert!(html.contains("<img src=\"data:image/jpeg;base64,") && html.contains("<svg"), "no thumbnails or chart in report.html");
 }
 
 /// Interrupts a run (as a kill would, right after a `last` checkpoint), resumes it, and checks it
