@@ -22,6 +22,8 @@ enum Command {
     Data(commands::data::DataCommand),
     /// Score generated captions against references with pycocoevalcap's metrics (no Java needed).
     Score(commands::score::ScoreArgs),
+    /// Evaluate a checkpoint on a split: scores, per-image scores, report.md and report.html.
+    Eval(commands::eval::EvalArgs),
     /// Caption image files with a checkpoint (beam search, n-best, confidences).
     Caption(commands::caption::CaptionArgs),
     /// Compare two systems scored on the same images: paired bootstrap intervals, randomisation
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => commands::data::run(cmd).map(|()| 0),
         Command::Score(args) => commands::score::run(args).map(|()| 0),
+        Command::Eval(args) => commands::eval::run(args).map(|()| 0),
         Command::Caption(args) => commands::caption::run(args).map(|()| 0),
         Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args).map(|()| 0),

@@ -109,6 +109,24 @@ fn killed_run_resumes_and_finishes() {
         let charted: Vec<u64> = board.scalars["train/loss"].iter().map(|&(step, _)| step).collect();
         assert_eq!(charted, steps, "TensorBoard's steps differ from metrics.jsonl's");
     }
+    // `caption eval` on the finished run: its best checkpoint on the val split, with the run's config.
+    let out = caption().args(["eval", "--checkpoint", run_dir.to_str().unwrap(), "--split", "val", "--beam-size", "2"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "caption eval failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("val split") && stdout.contains("CIDEr"), "{stdout}");
+    let eval_dir = run_dir.join("eval/val");
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["split"], "val");
+    assert!(metrics["metrics"]["Bleu_4"].is_number() && metrics["decode"]["method"] == "beam" && metrics["decode"]["beam_size"] == 2, "{metrics}");
+    for file in ["per_image.json", "results.json", "report.md", "report.html"] {
+        assert!(eval_dir.join(file).is_file(), "{file} missing");
+    }
+    // Not a checkpoint: one clear line.
+    let out = caption().args(["eval", "--checkpoint", dir.path().to_str().unwrap(), "--config", config.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr}");
+    std::fs::remove_dir_all(&eval_dir).unwrap();
+
     // No leftovers of the atomic swaps.
     let leftovers: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");

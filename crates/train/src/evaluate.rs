@@ -2,18 +2,20 @@
 //! report of a test evaluation.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
-use burn::prelude::*;
-use caption_data::fsutil::write_atomic;
-use caption_data::{Sample, TextEncoder};
+use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use burn::prelude::*;
+use caption_data::fsutil::write_atomic;
 use caption_data::image::thumbnail_jpeg;
+use caption_data::{CaptionDataset, DataConfig, Sample, Split, TextEncoder};
+use caption_eval::meteor::Meteor;
 use caption_eval::report::{self, ReportHeader, ReportImage};
-use caption_eval::{Evaluation, Metric, evaluate};
-use caption_model::{Captioner, DecodeStrategy};
+use caption_eval::{Evaluation, Metric, evaluate_with};
+use caption_model::{Captioner, DecodeStrategy, DeviceSpec, load_checkpoint};
 use serde::Serialize;
 
 use crate::data::ImageSource;
@@ -71,10 +73,76 @@ pub fn decode_images<B: Backend>(
 
 /// Scores `candidates` (one per sample, in order) against the samples' references.
 pub fn score(samples: &[&Sample], candidates: &[String]) -> Result<Evaluation<String>> {
+    score_with(samples, candidates, None)
+}
+
+/// [`score`], plus METEOR 1.5 when its data is given.
+pub fn score_with(samples: &[&Sample], candidates: &[String], meteor: Option<&Meteor>) -> Result<Evaluation<String>> {
     let ids: Vec<String> = samples.iter().map(|s| s.image_id.clone()).collect();
     let references: HashMap<String, Vec<String>> = samples.iter().map(|s| (s.image_id.clone(), s.captions.clone())).collect();
     let candidates: HashMap<String, String> = ids.iter().cloned().zip(candidates.iter().cloned()).collect();
-    evaluate(&ids, &references, &candidates, &METRICS).context("scoring captions")
+    let metrics: &[Metric] = if meteor.is_some() { &[Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider] } else { &METRICS };
+    evaluate_with(&ids, &references, &candidates, metrics, meteor).context("scoring captions")
+}
+
+/// What `caption eval` evaluates.
+pub struct EvalJob {
+    /// A checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// Where the split's images and references are.
+    pub data: DataConfig,
+    pub split: Split,
+    /// Evaluate the first N images only (0: all).
+    pub max_images: usize,
+    pub decode: DecodeStrategy,
+    pub batch_size: usize,
+    pub meteor: Option<Meteor>,
+    pub out: PathBuf,
+    pub device: DeviceSpec,
+}
+
+/// Decodes a split with a checkpoint, scores it and writes the evaluation files and reports
+/// into `job.out` (see [`write_eval_files`]).
+pub fn evaluate_checkpoint(job: &EvalJob) -> Result<TestReport> {
+    job.device.check_compiled()?;
+    match job.device {
+        DeviceSpec::Cpu => evaluate_on::<caption_model::FlexBackend>(job, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => evaluate_on::<caption_model::device::CudaBackend>(job, job.device.cuda_device().expect("a CUDA device")),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+    }
+}
+
+fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestReport> {
+    let start = Instant::now();
+    let checkpoint = load_checkpoint::<B>(&job.checkpoint, &device).with_context(|| format!("loading {}", job.checkpoint.display()))?;
+    let dataset = CaptionDataset::load(&job.data).context("loading the dataset")?;
+    let mut samples: Vec<&Sample> = dataset.split(job.split).collect();
+    if job.max_images > 0 {
+        samples.truncate(job.max_images);
+    }
+    if samples.is_empty() {
+        bail!("the {} split has no images to evaluate (check the `data:` section)", job.split);
+    }
+    // The preprocessing the model was trained with; the config's for checkpoints that lack it.
+    let image = checkpoint.meta.preprocess.clone().unwrap_or_else(|| crate::preprocess_config(&job.data.image));
+    let source = ImageSource::new(samples.clone(), &image, 0)?;
+    let candidates = decode_images(&checkpoint.model, &checkpoint.text, EvalInputs::Images(&source), &job.decode, job.batch_size, &device)?;
+    let evaluation = score_with(&samples, &candidates, job.meteor.as_ref())?;
+    let report = TestReport {
+        title: checkpoint.meta.run_name.clone(),
+        split: job.split.to_string(),
+        checkpoint: job.checkpoint.display().to_string(),
+        epoch: checkpoint.meta.epoch,
+        step: checkpoint.meta.step,
+        decode: job.decode.clone(),
+        images: samples.len(),
+        metrics: evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    write_eval_files(&job.out, &report, &samples, &candidates, &evaluation)?;
+    Ok(report)
 }
 
 /// What a test evaluation found.
@@ -164,7 +232,7 @@ pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], ca
         }
     }
     let header = ReportHeader {
-        title: format!("{} split: {}", report.split, report.title),
+        title: format!("{}: {} split", report.title, report.split),
         facts: vec![
             ("checkpoint".into(), report.checkpoint.clone()),
             ("epoch".into(), report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into())),

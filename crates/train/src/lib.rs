@@ -16,7 +16,7 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{AttentionLstmSection, DecoderSection, EncoderSection, ModelConfig, RunConfig, Schedule, TrainConfig, TransformerSection};
-pub use evaluate::TestReport;
+pub use evaluate::{EvalJob, TestReport, evaluate_checkpoint};
 pub use scst::{Baseline, ScstConfig};
 pub use state::{Best, TrainState};
 pub use trainer::{Throughput, TrainJob, TrainSummary, benchmark, learning_rate, preprocess_config, train};

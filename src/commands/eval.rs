@@ -1,0 +1,112 @@
+//! `caption eval`: decode a split with a checkpoint and write its scores and reports.
+
+use crate::experiment_config::ExperimentConfig;
+use anyhow::{Context, Result, bail};
+use caption_data::Split;
+use caption_eval::meteor::Meteor;
+use caption_model::{BeamSearchConfig, DecodeStrategy, DeviceSpec};
+use caption_train::EvalJob;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint directory, or a run directory (its `checkpoints/best` is evaluated).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// train, val (or dev) or test.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// The experiment config whose `data:` section locates the split (default: the run's
+    /// config.yaml when the checkpoint is inside a run directory).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config value: `--set data.images=/data/flickr8k/Images` (repeatable).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<String>,
+    /// Beam size (1: greedy). Default: the config's `train.test_decode`.
+    #[arg(long)]
+    beam_size: Option<usize>,
+    /// Evaluate the first N images of the split only.
+    #[arg(long, default_value_t = 0)]
+    max_images: usize,
+    /// METEOR's data (the pycocoevalcap 1.2 wheel or an installed package); default:
+    /// `$CAPTION_METEOR_DATA`, then an installed pycocoevalcap; without it METEOR is left out.
+    #[arg(long, value_name = "PATH")]
+    meteor_data: Option<PathBuf>,
+    /// Output folder (default: `<run>/eval/<split>` for a checkpoint of a run, else `eval-<split>`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// The run directory holding `checkpoint` (`<run>/checkpoints/<name>`), if it is one.
+fn run_dir_of(checkpoint: &Path) -> Option<PathBuf> {
+    let run = checkpoint.parent()?.parent()?;
+    (checkpoint.parent()?.file_name()? == "checkpoints" && run.join("config.yaml").is_file()).then(|| run.to_path_buf())
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let Some(split) = Split::parse(&args.split) else {
+        bail!("--split {}: expected train, val (or dev) or test", args.split);
+    };
+    let best = args.checkpoint.join("checkpoints").join("best");
+    let checkpoint = if best.is_dir() { best } else { args.checkpoint.clone() };
+    // A missing or incomplete checkpoint is reported before anything else is loaded.
+    caption_model::read_checkpoint_info(&checkpoint).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let run_dir = run_dir_of(&checkpoint);
+    let config_path = match (&args.config, &run_dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(run)) => run.join("config.yaml"),
+        (None, None) => bail!(
+            "{} is not inside a run directory, so give --config FILE: its `data:` section says where the {} split is",
+            checkpoint.display(),
+            split
+        ),
+    };
+    let config = ExperimentConfig::load(&config_path, &args.overrides).with_context(|| format!("the config {}", config_path.display()))?;
+    let decode = match args.beam_size {
+        Some(0) => bail!("--beam-size must be at least 1 (1 is greedy decoding)"),
+        Some(1) => DecodeStrategy::Greedy,
+        Some(k) => DecodeStrategy::Beam(BeamSearchConfig::new(k)),
+        None => config.train.test_decode.clone(),
+    };
+    // METEOR when its data can be found; never a different METEOR in its place.
+    let meteor = match Meteor::locate(args.meteor_data.as_deref()) {
+        Ok(meteor) => Some(meteor),
+        Err(e) if args.meteor_data.is_some() => return Err(e).context("--meteor-data"),
+        Err(e) => {
+            eprintln!("warning: {e}; scoring without METEOR");
+            None
+        }
+    };
+    let out = match (&args.out, &run_dir) {
+        (Some(out), _) => out.clone(),
+        (None, Some(run)) => run.join("eval").join(split.as_str()),
+        (None, None) => PathBuf::from(format!("eval-{split}")),
+    };
+    let device = match &args.device {
+        Some(device) => device.parse::<DeviceSpec>()?,
+        None => config.train.device,
+    };
+    let job = EvalJob {
+        checkpoint,
+        data: config.data,
+        split,
+        max_images: args.max_images,
+        decode,
+        batch_size: config.train.eval_batch_size,
+        meteor,
+        out: out.clone(),
+        device,
+    };
+    let report = caption_train::evaluate_checkpoint(&job)?;
+    println!("{} split, {} images, {} ({:.1}s)", report.split, report.images, job.checkpoint.display(), report.seconds);
+    for (name, value) in &report.metrics {
+        println!("  {name:<8} {value:.4}");
+    }
+    println!("wrote {}/{{metrics.json, per_image.json, results.json, report.md, report.html}}", out.display());
+    Ok(())
+}
