@@ -257,6 +257,12 @@ pub struct TrainConfig {
     pub captions_per_image: usize,
     /// Peak learning rate (AdamW).
     pub lr: f64,
+    /// Peak learning rate of the encoder stages being fine-tuned (none: `lr`). It follows the
+    /// same warm-up and schedule, scaled by `encoder_lr / lr`.
+    pub encoder_lr: Option<f64>,
+    /// Fine-tune the encoder stages that `model.encoder.finetune` names only from this epoch on
+    /// (0-based; 0: from the start); the encoder stays frozen before it.
+    pub finetune_after_epoch: usize,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
     pub beta1: f64,
@@ -319,6 +325,8 @@ impl Default for TrainConfig {
             batch_size: 32,
             captions_per_image: 0,
             lr: 4e-4,
+            encoder_lr: None,
+            finetune_after_epoch: 0,
             weight_decay: 1e-4,
             beta1: 0.9,
             beta2: 0.999,
@@ -367,6 +375,18 @@ impl TrainConfig {
         positive(self.val_every, "val_every")?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("`train.lr` is {}; it must be positive", self.lr);
+        }
+        if let Some(encoder_lr) = self.encoder_lr
+            && !(encoder_lr.is_finite() && encoder_lr > 0.0)
+        {
+            bail!("`train.encoder_lr` is {encoder_lr}; it must be positive (leave it out to use `train.lr`)");
+        }
+        if self.finetune_after_epoch > 0 && self.finetune_after_epoch >= self.epochs {
+            bail!(
+                "`train.finetune_after_epoch` is {}, but `train.epochs` is {}: the encoder would never be fine-tuned",
+                self.finetune_after_epoch,
+                self.epochs
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             bail!("`train.weight_decay` is {}; it must be 0 or more", self.weight_decay);

@@ -169,6 +169,20 @@ fn sync_running_statistics<B: AutodiffBackend>(model: &Captioner<B>) {
     let _ = model.valid();
 }
 
+/// Moves the gradients of a module's parameters (the encoder's) out of `from` into `into`.
+struct TakeGrads<'a> {
+    from: &'a mut GradientsParams,
+    into: GradientsParams,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for TakeGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = self.from.remove::<B::InnerBackend, D>(param.id) {
+            self.into.register::<B::InnerBackend, D>(param.id, grad);
+        }
+    }
+}
+
 /// Counts (all, trainable) parameter elements.
 fn count_parameters<B: Backend, M: Module<B>>(module: &M) -> (usize, usize) {
     struct Count(usize, usize);
@@ -238,7 +252,8 @@ fn select_rows<B: Backend>(features: EncoderOutput<B>, row_image: Vec<i64>) -> E
     EncoderOutput { regions: features.regions.select(0, index.clone()), pooled: features.pooled.select(0, index) }
 }
 
-/// Backpropagates `loss`, clips the global gradient norm and steps the optimizer; returns the
+/// Backpropagates `loss`, clips the global gradient norm and steps the optimizer (the encoder's
+/// parameters at `lr · encoder_lr / train.lr` when `train.encoder_lr` is set); returns the
 /// updated model and the norm before clipping.
 fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     model: Captioner<Autodiff<B>>,
@@ -260,7 +275,18 @@ fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>
         let mut scale = ScaleGrads { grads: &mut grads, factor: config.clip_grad_norm / (grad_norm + 1e-6) };
         Module::<A<B>>::visit(&model, &mut scale);
     }
-    (optimizer.step(lr, model, grads), grad_norm)
+    match config.encoder_lr {
+        Some(encoder_lr) if encoder_lr != config.lr => {
+            // Two steps of the one optimizer, each over its own parameters: a parameter without a
+            // gradient is left alone, and every parameter keeps its own AdamW state.
+            let mut take = TakeGrads { from: &mut grads, into: GradientsParams::new() };
+            Module::<A<B>>::visit(&model.encoder, &mut take);
+            let encoder_grads = take.into;
+            let model = optimizer.step(lr * encoder_lr / config.lr, model, encoder_grads);
+            (optimizer.step(lr, model, grads), grad_norm)
+        }
+        _ => (optimizer.step(lr, model, grads), grad_norm),
+    }
 }
 
 /// One teacher-forced cross-entropy step on `batch`.
@@ -659,6 +685,8 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
 
     'epochs: while !state.finished && state.epoch < train_config.epochs {
         let epoch = state.epoch;
+        // Before `finetune_after_epoch`, the whole encoder is frozen.
+        let first_trained = if epoch < train_config.finetune_after_epoch { model.encoder.num_stages() } else { first_trained };
         let order = train_set.epoch_order(config.seed, epoch);
         let first_batch = state.batch_in_epoch;
         let epoch_start = Instant::now();

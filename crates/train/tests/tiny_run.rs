@@ -316,3 +316,38 @@ fn frozen_encoder_trains_from_cached_features() {
     train(TrainJob::new(config)).unwrap();
     assert_eq!(std::fs::read_dir(root.path().join("features")).unwrap().count(), 2);
 }
+
+#[test]
+fn encoder_fine_tuning_starts_at_its_epoch_with_its_own_rate() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let encoder = |dir: &Path| -> Vec<(String, Vec<u8>)> { tensors(dir).into_iter().filter(|(name, _)| name.starts_with("encoder.")).collect() };
+    let mut config = tiny_config(root.path());
+    config.train.test = false;
+    config.train.epochs = 2;
+    config.train.finetune_after_epoch = 1;
+    config.train.encoder_lr = Some(1e-3);
+    config.train.output_dir = root.path().join("delayed");
+    let delayed = train(TrainJob { interrupt_after_step: Some(1), ..TrainJob::new(config.clone()) }).unwrap();
+    let after_first_epoch = encoder(&delayed.run_dir.join("checkpoints/last"));
+
+    // The same seed with a frozen encoder: after one epoch its weights are the initial ones.
+    let mut frozen = config.clone();
+    frozen.model.encoder.finetune = caption_model::Finetune::Frozen;
+    frozen.train.finetune_after_epoch = 0;
+    frozen.train.epochs = 1;
+    frozen.train.output_dir = root.path().join("frozen");
+    frozen.train.feature_cache_dir = root.path().join("features");
+    let initial = encoder(&train(TrainJob::new(frozen)).unwrap().run_dir.join("checkpoints/last"));
+    assert_eq!(after_first_epoch, initial, "the encoder changed before `finetune_after_epoch`");
+
+    // The second epoch fine-tunes it.
+    let resumed = train(TrainJob { resume: Some(delayed.run_dir.clone()), ..TrainJob::new(config.clone()) }).unwrap();
+    assert_eq!(resumed.epochs_completed, 2);
+    assert_ne!(encoder(&resumed.run_dir.join("checkpoints/last")), initial, "the encoder was never fine-tuned");
+
+    let mut bad = config;
+    bad.train.finetune_after_epoch = 2;
+    let err = format!("{:#}", train(TrainJob::new(bad)).unwrap_err());
+    assert!(err.contains("finetune_after_epoch"), "{err}");
+}
