@@ -191,3 +191,22 @@ fn compare_reports_significance_and_gates_promotion() {
     let again = run(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--resamples", "500", "--permutations", "500"]);
     assert_eq!(first.stdout, again.stdout);
 }
+
+#[test]
+fn spice_rb_is_scored_under_its_own_name_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (refs, res, _) = coco_files(dir.path());
+    let out = run(&[
+        "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json", "--metrics", "cider,spice-rb",
+        "--meteor-data", meteor_data().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spice = scores["SPICE-rb"].as_f64().unwrap();
+    assert!(spice > 0.05 && spice < 0.5, "{scores}");
+    assert!(scores.get("SPICE").is_none(), "an approximation is never reported as SPICE: {scores}");
+    // It needs WordNet's synonyms: asked for without them, a clear error.
+    let nowhere = dir.path().join("nothing");
+    let out = run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--metrics", "spice-rb", "--meteor-data", nowhere.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -25,7 +25,8 @@ pub struct ScoreArgs {
     /// Karpathy refs: score only this split's images (`--split test`); default: every image.
     #[arg(long)]
     split: Option<String>,
-    /// Metrics to compute, comma-separated (default: BLEU, METEOR if its data is found, ROUGE-L, CIDEr-D).
+    /// Metrics to compute, comma-separated (default: BLEU, METEOR if its data is found, ROUGE-L,
+    /// CIDEr-D; `spice-rb` adds the SPICE approximation).
     #[arg(long, value_delimiter = ',')]
     metrics: Vec<MetricArg>,
     /// METEOR's data: the pycocoevalcap 1.2 wheel (`pip download --no-deps pycocoevalcap==1.2`),
@@ -60,6 +61,10 @@ enum MetricArg {
     /// CIDEr-D
     #[value(alias = "cider-d", alias = "cider_d")]
     Cider,
+    /// SPICE-rb: SPICE-style scene-graph F1 with a rule-based parser, an approximation of SPICE
+    /// reported under its own name (docs/spice.md); needs METEOR's WordNet data. Only when asked for.
+    #[value(name = "spice-rb")]
+    SpiceRb,
 }
 
 impl MetricArg {
@@ -69,6 +74,7 @@ impl MetricArg {
             MetricArg::Meteor => Metric::Meteor,
             MetricArg::Rouge => Metric::Rouge,
             MetricArg::Cider => Metric::Cider,
+            MetricArg::SpiceRb => Metric::Spice,
         }
     }
 }
@@ -100,7 +106,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     metrics.dedup();
     // METEOR needs data pycocoevalcap ships; asked for by name it must be there, by default it
     // is left out with a warning (never replaced by a different METEOR).
-    let meteor = if metrics.contains(&Metric::Meteor) {
+    let meteor = if metrics.contains(&Metric::Meteor) || metrics.contains(&Metric::Spice) {
         match Meteor::locate(args.meteor_data.as_deref()) {
             Ok(meteor) => Some(meteor),
             Err(e) if explicit || args.meteor_data.is_some() => return Err(e.into()),
