@@ -31,7 +31,8 @@ enum Command {
     Compare(commands::compare::CompareArgs),
     /// Train a captioner from an experiment config (`--resume RUN_DIR` continues a run).
     Train(commands::train::TrainArgs),
-    /// Copy a checkpoint into a model registry as a new version and put it in production.
+    /// Copy a checkpoint into a model registry as a new version and put it in production
+    /// (`--gate-against production`: only if significantly better; exit status 10 otherwise).
     Promote(commands::serve::PromoteArgs),
     /// Move the registry's production pointer back to the previous version.
     Rollback(commands::serve::RollbackArgs),
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
         Command::Caption(args) => commands::caption::run(args).map(|()| 0),
         Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args).map(|()| 0),
-        Command::Promote(args) => commands::serve::promote(args).map(|()| 0),
+        Command::Promote(args) => commands::serve::promote(args),
         Command::Rollback(args) => commands::serve::rollback(args).map(|()| 0),
         Command::Models(args) => commands::serve::models(args).map(|()| 0),
         Command::Serve(args) => commands::serve::serve(args).map(|()| 0),

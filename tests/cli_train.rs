@@ -127,6 +127,24 @@ fn killed_run_resumes_and_finishes() {
     assert!(!out.status.success() && stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr}");
     std::fs::remove_dir_all(&eval_dir).unwrap();
 
+    // The promotion gate: with nothing in production the run is promoted; the same checkpoint
+    // again is not significantly better than itself, so it is not promoted (exit status 10).
+    let registry = dir.path().join("registry");
+    let gate = ["promote", run_dir.to_str().unwrap(), "--registry", registry.to_str().unwrap(), "--gate-against", "production"];
+    let out = caption().args(gate).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("nothing in production") && stdout.contains("promoted tiny-v1"), "{stdout}");
+    let out = caption().args(gate).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(10), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("not promoted") && stdout.contains("tiny-v1"), "{stdout}");
+    let models = String::from_utf8_lossy(&caption().args(["models", "--registry", registry.to_str().unwrap(), "--json"]).output().unwrap().stdout).into_owned();
+    assert!(models.contains("tiny-v1") && !models.contains("tiny-v2"), "{models}");
+    let gates: Vec<_> = std::fs::read_dir(registry.join("gates")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(gates.len(), 1, "{gates:?}");
+    assert!(gates[0].join("compare.md").is_file() && gates[0].join("candidate/per_image.json").is_file());
+
     // No leftovers of the atomic swaps.
     let leftovers: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");

@@ -77,6 +77,25 @@ struct Report {
     examples: Vec<Example>,
 }
 
+/// The promotion gate of `caption promote --gate-against`: compares the evaluation folders `a`
+/// (the version in production) and `b` (the candidate) with the default settings above, writes
+/// compare.md/html/json into `out`, and says whether B is significantly better on `metric`.
+pub fn gate(a: &Path, b: &Path, metric: &str, out: &Path) -> Result<bool> {
+    let args = CompareArgs {
+        a: a.to_path_buf(),
+        b: b.to_path_buf(),
+        metrics: Vec::new(),
+        resamples: 10_000,
+        permutations: 10_000,
+        alpha: 0.05,
+        seed: 42,
+        examples: 10,
+        gate: Some(metric.to_string()),
+        out: Some(out.to_path_buf()),
+    };
+    Ok(run(args)? == 0)
+}
+
 pub fn run(args: CompareArgs) -> Result<u8> {
     if !(args.alpha > 0.0 && args.alpha < 0.5) {
         bail!("--alpha {} must be between 0 and 0.5", args.alpha);

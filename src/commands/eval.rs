@@ -13,33 +13,33 @@ use std::path::{Path, PathBuf};
 pub struct EvalArgs {
     /// A checkpoint directory, or a run directory (its `checkpoints/best` is evaluated).
     #[arg(long)]
-    checkpoint: PathBuf,
+    pub checkpoint: PathBuf,
     /// train, val (or dev) or test.
     #[arg(long, default_value = "test")]
-    split: String,
+    pub split: String,
     /// The experiment config whose `data:` section locates the split (default: the run's
     /// config.yaml when the checkpoint is inside a run directory).
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Override a config value: `--set data.images=/data/flickr8k/Images` (repeatable).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
-    overrides: Vec<String>,
+    pub overrides: Vec<String>,
     /// Beam size (1: greedy). Default: the config's `train.test_decode`.
     #[arg(long)]
-    beam_size: Option<usize>,
+    pub beam_size: Option<usize>,
     /// Evaluate the first N images of the split only.
     #[arg(long, default_value_t = 0)]
-    max_images: usize,
+    pub max_images: usize,
     /// METEOR's data (the pycocoevalcap 1.2 wheel or an installed package); default:
     /// `$CAPTION_METEOR_DATA`, then an installed pycocoevalcap; without it METEOR is left out.
     #[arg(long, value_name = "PATH")]
-    meteor_data: Option<PathBuf>,
+    pub meteor_data: Option<PathBuf>,
     /// Output folder (default: `<run>/eval/<split>` for a checkpoint of a run, else `eval-<split>`).
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long)]
-    device: Option<String>,
+    pub device: Option<String>,
 }
 
 /// The run directory holding `checkpoint` (`<run>/checkpoints/<name>`), if it is one.

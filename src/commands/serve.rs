@@ -7,7 +7,7 @@ use caption_serve::registry::{self, Version};
 use caption_serve::{ServeConfig, Server, ServerOptions, keys};
 use clap::{Args, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct PromoteArgs {
@@ -19,6 +19,19 @@ pub struct PromoteArgs {
     /// The model's name in the registry (default: the checkpoint's run name).
     #[arg(long)]
     name: Option<String>,
+    /// Promote only if the checkpoint is significantly better than this version (`production`,
+    /// or a version id such as `shapes-v3`) on `--on SPLIT`, by `caption compare`'s paired tests.
+    #[arg(long, value_name = "VERSION")]
+    gate_against: Option<String>,
+    /// The split both are evaluated on for the gate.
+    #[arg(long, value_name = "SPLIT", default_value = "val", requires = "gate_against")]
+    on: String,
+    /// The gate's metric.
+    #[arg(long, default_value = "CIDEr", requires = "gate_against")]
+    gate_metric: String,
+    /// The experiment config whose `data:` section locates the split (default: the run's config.yaml).
+    #[arg(long, requires = "gate_against")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -85,13 +98,71 @@ enum KeysCommand {
     },
 }
 
-pub fn promote(args: PromoteArgs) -> Result<()> {
+pub fn promote(args: PromoteArgs) -> Result<u8> {
     // A run directory holds its checkpoints under checkpoints/.
     let run_best = args.checkpoint.join("checkpoints").join("best");
     let checkpoint = if run_best.is_dir() { run_best } else { args.checkpoint.clone() };
+    if let Some(against) = &args.gate_against
+        && !passes_gate(&args, &checkpoint, against)?
+    {
+        return Ok(crate::commands::compare::NOT_BETTER_EXIT);
+    }
     let version = registry::promote(&args.registry, &checkpoint, args.name.as_deref())?;
     println!("promoted {} (from {}) to production in {}", version.id, checkpoint.display(), args.registry.display());
-    Ok(())
+    Ok(0)
+}
+
+/// Evaluates the candidate and the version it must beat on the same split and compares them.
+/// With nothing in production yet there is nothing to beat, and the gate passes.
+fn passes_gate(args: &PromoteArgs, checkpoint: &Path, against: &str) -> Result<bool> {
+    let baseline = if against == "production" {
+        match registry::production(&args.registry).or_else(|e| match e {
+            caption_serve::RegistryError::NoRegistry { .. } => Ok(None),
+            e => Err(e),
+        })? {
+            Some(version) => version,
+            None => {
+                println!("gate: nothing in production yet, so nothing to beat");
+                return Ok(true);
+            }
+        }
+    } else {
+        registry::list(&args.registry)?
+            .into_iter()
+            .find(|v| v.id == against)
+            .with_context(|| format!("--gate-against {against}: no such version in {} (see `caption models`)", args.registry.display()))?
+    };
+    let gates = args.registry.join("gates").join(format!("{}-{}", baseline.id, caption_data::time::compact_timestamp(std::time::SystemTime::now())));
+    let mut evaluations = Vec::new();
+    for (label, dir) in [("baseline", baseline.dir(&args.registry)), ("candidate", checkpoint.to_path_buf())] {
+        let out = gates.join(label);
+        println!("gate: evaluating the {label} ({}) on the {} split", dir.display(), args.on);
+        crate::commands::eval::run(crate::commands::eval::EvalArgs {
+            checkpoint: dir,
+            split: args.on.clone(),
+            config: args.config.clone().or_else(|| run_config_of(checkpoint)),
+            overrides: Vec::new(),
+            beam_size: None,
+            max_images: 0,
+            meteor_data: None,
+            out: Some(out.clone()),
+            device: None,
+        })?;
+        evaluations.push(out);
+    }
+    let passed = crate::commands::compare::gate(&evaluations[0], &evaluations[1], &args.gate_metric, &gates)?;
+    if passed {
+        println!("gate: passed, the candidate is significantly better than {} on {} ({})", baseline.id, args.gate_metric, gates.display());
+    } else {
+        println!("gate: not promoted, the candidate is not significantly better than {} on {} (see {})", baseline.id, args.gate_metric, gates.join("compare.md").display());
+    }
+    Ok(passed)
+}
+
+/// `<run>/config.yaml` for a checkpoint at `<run>/checkpoints/<name>`.
+fn run_config_of(checkpoint: &Path) -> Option<PathBuf> {
+    let config = checkpoint.parent()?.parent()?.join("config.yaml");
+    config.is_file().then_some(config)
 }
 
 pub fn rollback(args: RollbackArgs) -> Result<()> {

@@ -380,3 +380,58 @@ fn promotions_and_rollbacks_are_served_without_a_restart() {
     // Back on v1, its cached result is valid again.
     assert_eq!(post_json(address, "/api/v1/caption", None, &image).json()["cached"], true);
 }
+
+#[test]
+fn a_promotion_under_continuous_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    common::write_checkpoint(&checkpoint, "tiny", 0.5);
+    registry::promote(&registry, &checkpoint, None).unwrap();
+    let config = ServeConfig {
+        port: 0,
+        auth: AuthMode::Disabled,
+        reload_interval_ms: 20,
+        // The load is the point here, not the limit.
+        rate_limit: RateLimitConfig { requests_per_minute: 0, ..Default::default() },
+        ..Default::default()
+    };
+    let server = Server::start(ServerOptions { registry: registry.clone(), config }).unwrap();
+    let address = server.address();
+    assert!(wait_for_model(address, Some("tiny-v1")));
+
+    // One client sends requests back to back (bounded in count and time) while v2 is promoted.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut replies: Vec<(u16, String)> = Vec::new();
+            for i in 0..5_000u32 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || std::time::Instant::now() > deadline {
+                    break;
+                }
+                // Different pixels each time, so that the model (not the cache) answers.
+                let image = json!({"image": base64(&png(16, 16, [(i % 251) as u8, (i / 251 % 251) as u8, 7]))});
+                let reply = post_json(address, "/api/v1/caption", None, &image);
+                let id = if reply.status == 200 { reply.json()["model"]["id"].as_str().unwrap_or("").to_string() } else { reply.text() };
+                replies.push((reply.status, id));
+            }
+            replies
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    registry::promote(&registry, &checkpoint, None).unwrap();
+    assert!(wait_for_model(address, Some("tiny-v2")), "tiny-v2 never served");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let replies = client.join().unwrap();
+
+    let failures: Vec<&(u16, String)> = replies.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), replies.len(), &failures[..failures.len().min(3)]);
+    let first_v2 = replies.iter().position(|(_, id)| id == "tiny-v2").expect("no response from tiny-v2");
+    assert!(first_v2 > 0, "no response from tiny-v1 before the promotion");
+    assert!(replies[..first_v2].iter().all(|(_, id)| id == "tiny-v1"), "unexpected version before the swap");
+    assert!(replies[first_v2..].iter().all(|(_, id)| id == "tiny-v2"), "responses went back to tiny-v1 after the swap");
+}
