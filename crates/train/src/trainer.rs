@@ -407,7 +407,7 @@ fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: 
     if let Some(weights) = &config.model.encoder.weights {
         let (encoder, report) = load_encoder_weights(model.encoder, weights, &ImportOptions::default())
             .with_context(|| format!("loading encoder weights {}", weights.display()))?;
-        println!("encoder weights: {} ({report:?})", weights.display());
+        println!("encoder weights: {report}");
         model.encoder = encoder.apply_finetune(config.model.encoder.finetune);
     }
     Ok((text, model))
@@ -440,6 +440,9 @@ pub struct Throughput {
     pub caption_pairs_per_s: f64,
     /// Whether the steps ran on cached encoder features.
     pub from_features: bool,
+    pub vocab_size: usize,
+    /// Mean padded caption length of the timed batches (tokens per row, `<bos>` included).
+    pub mean_row_length: f64,
     /// Seconds spent preparing the timed batches (loading images or gathering features), not
     /// included in the rates.
     pub batch_preparation_s: f64,
@@ -487,11 +490,11 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
     }
     let order = train_set.epoch_order(config.seed, 0);
     let batches = train_set.batches_per_epoch(train_config.batch_size);
-    let (mut seconds, mut preparing, mut images, mut pairs) = (0.0, 0.0, 0usize, 0usize);
+    let (mut seconds, mut preparing, mut images, mut pairs, mut lengths) = (0.0, 0.0, 0usize, 0usize, 0usize);
     for step in 0..=steps {
         let prepare_start = Instant::now();
         let batch = train_set.batch(config.seed, 0, &order, train_config.batch_size, train_config.captions_per_image, step % batches)?;
-        let (batch_images, batch_pairs) = (batch.images, batch.rows());
+        let (batch_images, batch_pairs, batch_length) = (batch.images, batch.rows(), batch.length);
         let step_start = Instant::now();
         let (next, _) = train_step::<B, _>(model, &mut optimizer, batch, train_config.lr, train_config, first_trained, &device)?;
         model = next;
@@ -501,6 +504,7 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
             preparing += (step_start - prepare_start).as_secs_f64();
             images += batch_images;
             pairs += batch_pairs;
+            lengths += batch_length;
         }
     }
     let seconds = seconds.max(1e-9);
@@ -511,6 +515,8 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
         images_per_s: images as f64 / seconds,
         caption_pairs_per_s: pairs as f64 / seconds,
         from_features: use_features,
+        vocab_size: text.vocab_size(),
+        mean_row_length: lengths as f64 / steps as f64,
         batch_preparation_s: preparing,
     })
 }

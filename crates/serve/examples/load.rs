@@ -1,0 +1,140 @@
+//! Load benchmark of the captioning service, on loopback only: starts the real server in this
+//! process on 127.0.0.1 with a checkpoint promoted into a temporary registry, then `--clients`
+//! threads send `--requests` caption requests in all (each a different image, so the cache never
+//! answers), and reports throughput and latency percentiles. Run it with dynamic batching on and
+//! off (`--max-batch 1`) to see what batching buys. Bounded in count and time (`--seconds`).
+//!
+//! cargo run --release -p caption-serve --example load -- --checkpoint experiments/<run>/checkpoints/best \
+//!     [--requests 400] [--clients 8] [--max-batch 8] [--max-wait-ms 5] [--seconds 120]
+
+#[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use caption_serve::config::{AuthMode, BatchingConfig, CacheConfig, RateLimitConfig};
+use caption_serve::{ServeConfig, Server, ServerOptions, registry};
+use serde_json::json;
+
+struct Options {
+    checkpoint: Option<PathBuf>,
+    requests: usize,
+    clients: usize,
+    max_batch: usize,
+    max_wait_ms: u64,
+    seconds: u64,
+    image_size: u32,
+}
+
+fn options() -> Options {
+    let mut o = Options { checkpoint: None, requests: 400, clients: 8, max_batch: 8, max_wait_ms: 5, seconds: 120, image_size: 64 };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--checkpoint" => o.checkpoint = Some(PathBuf::from(value())),
+            "--requests" => o.requests = value().parse().expect("--requests N"),
+            "--clients" => o.clients = value().parse().expect("--clients N"),
+            "--max-batch" => o.max_batch = value().parse().expect("--max-batch N"),
+            "--max-wait-ms" => o.max_wait_ms = value().parse().expect("--max-wait-ms N"),
+            "--seconds" => o.seconds = value().parse().expect("--seconds N"),
+            "--image-size" => o.image_size = value().parse().expect("--image-size N"),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let o = options();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let checkpoint = o.checkpoint.clone().unwrap_or_else(|| {
+        // Without a trained checkpoint: a small random-weight one (the same work per image).
+        let path = dir.path().join("checkpoint");
+        common::write_checkpoint(&path, "random", 0.0);
+        path
+    });
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    let version = registry::promote(&registry, &checkpoint, None).expect("promoting the checkpoint");
+    let config = ServeConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        auth: AuthMode::Disabled,
+        rate_limit: RateLimitConfig { requests_per_minute: 0, ..Default::default() },
+        batching: BatchingConfig { max_batch: o.max_batch, max_wait_ms: o.max_wait_ms },
+        cache: CacheConfig { entries: 0 },
+        ..Default::default()
+    };
+    let server = Server::start(ServerOptions { registry: registry.clone(), config }).expect("starting the server");
+    let address = server.address();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::get(address, "/ready", &[]).status != 200 {
+        assert!(Instant::now() < deadline, "the model never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(o.requests)));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(o.seconds);
+    let start = Instant::now();
+    let threads: Vec<_> = (0..o.clients)
+        .map(|_| {
+            let (next, latencies, failures) = (next.clone(), latencies.clone(), failures.clone());
+            let (requests, size) = (o.requests, o.image_size);
+            std::thread::spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests || Instant::now() > stop_at {
+                        break;
+                    }
+                    let colour = [(i % 251) as u8, (i / 251 % 251) as u8, 90];
+                    let body = json!({"image": common::base64(&common::png(size, size, colour))});
+                    let sent = Instant::now();
+                    let reply = common::post_json(address, "/api/v1/caption", None, &body);
+                    let seconds = sent.elapsed().as_secs_f64();
+                    if reply.status == 200 {
+                        latencies.lock().unwrap().push(seconds);
+                    } else {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort_by(f64::total_cmp);
+    let metrics = common::get(address, "/metrics", &[]).text();
+    // The mean batch size from the Prometheus histogram's sum and count.
+    let value = |name: &str| -> f64 {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    };
+    let mean_batch = value("caption_batch_size_sum") / value("caption_batch_size_count");
+    println!(
+        "{}",
+        json!({
+            "model": version.id, "clients": o.clients, "max_batch": o.max_batch, "max_wait_ms": o.max_wait_ms,
+            "image_size": o.image_size, "succeeded": latencies.len(), "failed": failures.load(Ordering::Relaxed),
+            "seconds": wall, "requests_per_s": latencies.len() as f64 / wall,
+            "p50_ms": percentile(&latencies, 50.0) * 1e3, "p99_ms": percentile(&latencies, 99.0) * 1e3,
+            "mean_batch": mean_batch,
+        })
+    );
+}
