@@ -6,92 +6,31 @@
 //! exactly the same rules as the file.
 
 use anyhow::{Context, Result, anyhow, bail};
-use caption_data::DataConfig;
-use caption_train::{ModelConfig, RunConfig, ScstConfig, TrainConfig};
-use serde::{Deserialize, Serialize};
+use caption_train::RunConfig;
 use serde_norway::Value;
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExperimentConfig {
-    /// Names the run directory `experiments/<name>-<timestamp>/`.
-    pub name: String,
-    /// Seeds everything random in the experiment (data order, augmentation, initialisation).
-    pub seed: u64,
-    pub data: DataConfig,
-    /// The captioner `caption train` builds (encoder and decoder).
-    pub model: ModelConfig,
-    /// Optimisation, validation and reporting of `caption train`.
-    pub train: TrainConfig,
-    /// Self-critical sequence training after the cross-entropy epochs (`scst.enabled`).
-    pub scst: ScstConfig,
-}
+/// The experiment config is the training crate's run config (`name`, `seed`, `data`, `model`,
+/// `train`, `scst`): every command reads the sections it needs from it.
+pub type ExperimentConfig = RunConfig;
 
-impl Default for ExperimentConfig {
-    fn default() -> Self {
-        ExperimentConfig {
-            name: "experiment".into(),
-            seed: 42,
-            data: DataConfig::default(),
-            model: ModelConfig::default(),
-            train: TrainConfig::default(),
-            scst: ScstConfig::default(),
+/// Reads `path`, applies the `--set` overrides, and checks the result.
+pub fn load(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    // Type the file on its own first, so that its mistakes come with line and column.
+    let from_file: ExperimentConfig = from_yaml_text(&text).map_err(|message| anyhow!("{}:{message}", path.display()))?;
+    let config = if overrides.is_empty() {
+        from_file
+    } else {
+        let mut tree: Value = serde_norway::from_str(&text).with_context(|| format!("{}: not valid YAML", path.display()))?;
+        for assignment in overrides {
+            apply_override(&mut tree, assignment)?;
         }
-    }
-}
-
-impl ExperimentConfig {
-    /// Reads `path`, applies the `--set` overrides, and checks the result.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        // Type the file on its own first, so that its mistakes come with line and column.
-        let from_file: ExperimentConfig = from_yaml_text(&text)
-            .map_err(|message| anyhow!("{}:{message}", path.display()))?;
-        let config = if overrides.is_empty() {
-            from_file
-        } else {
-            let mut tree: Value = serde_norway::from_str(&text)
-                .with_context(|| format!("{}: not valid YAML", path.display()))?;
-            for assignment in overrides {
-                apply_override(&mut tree, assignment)?;
-            }
-            let deserializer = tree;
-            serde_path_to_error::deserialize(deserializer).map_err(|e| {
-                anyhow!("{} with --set overrides: {}: {}", path.display(), key_path(e.path()), e.inner())
-            })?
-        };
-        config.validate().with_context(|| format!("{}", path.display()))?;
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
-            bail!("`name` must be a non-empty name without slashes (it names the run directory)");
-        }
-        self.data.validate()?;
-        self.model.validate()?;
-        self.train.validate()?;
-        self.scst.validate(self.train.epochs)?;
-        Ok(())
-    }
-
-    /// The sections `caption train` runs on.
-    pub fn run_config(&self) -> RunConfig {
-        RunConfig {
-            name: self.name.clone(),
-            seed: self.seed,
-            data: self.data.clone(),
-            model: self.model.clone(),
-            train: self.train.clone(),
-            scst: self.scst.clone(),
-        }
-    }
-
-    pub fn to_yaml(&self) -> Result<String> {
-        Ok(serde_norway::to_string(self)?)
-    }
+        serde_path_to_error::deserialize(tree)
+            .map_err(|e| anyhow!("{} with --set overrides: {}: {}", path.display(), key_path(e.path()), e.inner()))?
+    };
+    config.validate().with_context(|| format!("{}", path.display()))?;
+    Ok(config)
 }
 
 /// Types YAML text, returning `line:column: key.path: problem` on failure.
@@ -158,7 +97,7 @@ mod tests {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        ExperimentConfig::load(&path, &overrides)
+        load(&path, &overrides)
     }
 
     const FLICKR: &str = "name: t\ndata:\n  format: flickr\n  annotations: a.txt\n  images: imgs\n";

@@ -1,6 +1,6 @@
 //! `caption config check | defaults`.
 
-use crate::experiment_config::ExperimentConfig;
+use crate::experiment_config::{self, ExperimentConfig};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ pub enum ConfigCommand {
 pub fn run(command: ConfigCommand) -> Result<()> {
     match command {
         ConfigCommand::Check { file, overrides, print } => {
-            let config = ExperimentConfig::load(&file, &overrides)?;
+            let config = experiment_config::load(&file, &overrides)?;
             if print {
                 print!("{}", config.to_yaml()?);
             } else {

@@ -1,6 +1,6 @@
 //! `caption data synth | stats`.
 
-use crate::experiment_config::ExperimentConfig;
+use crate::experiment_config;
 use anyhow::{Context, Result, bail};
 use caption_data::synth::{self, SynthConfig};
 use caption_data::{CaptionDataset, DataConfig, DataFormat, ImageCheck, Split, SplitSource};
@@ -121,7 +121,7 @@ fn synth(args: SynthArgs) -> Result<()> {
 
 fn stats(args: StatsArgs) -> Result<()> {
     let mut data = match (&args.config, args.format) {
-        (Some(path), _) => ExperimentConfig::load(path, &args.overrides)?.data,
+        (Some(path), _) => experiment_config::load(path, &args.overrides)?.data,
         (None, Some(format)) => data_config_from_flags(&args, format)?,
         (None, None) => bail!("say what to load: --config FILE, or --format with --annotations and --images"),
     };

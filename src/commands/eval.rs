@@ -1,6 +1,6 @@
 //! `caption eval`: decode a split with a checkpoint and write its scores and reports.
 
-use crate::experiment_config::ExperimentConfig;
+use crate::experiment_config;
 use anyhow::{Context, Result, bail};
 use caption_data::Split;
 use caption_eval::meteor::Meteor;
@@ -66,7 +66,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             split
         ),
     };
-    let config = ExperimentConfig::load(&config_path, &args.overrides).with_context(|| format!("the config {}", config_path.display()))?;
+    let config = experiment_config::load(&config_path, &args.overrides).with_context(|| format!("the config {}", config_path.display()))?;
     let decode = match args.beam_size {
         Some(0) => bail!("--beam-size must be at least 1 (1 is greedy decoding)"),
         Some(1) => DecodeStrategy::Greedy,

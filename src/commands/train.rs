@@ -1,6 +1,6 @@
 //! `caption train`: train a captioner from an experiment config, or resume an interrupted run.
 
-use crate::experiment_config::ExperimentConfig;
+use crate::experiment_config;
 use anyhow::{Context, Result, bail};
 use caption_model::DeviceSpec;
 use caption_train::TrainJob;
@@ -36,10 +36,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if !path.is_file() {
                 bail!("{}: no config.yaml there; --resume takes a run directory (experiments/<name>-<YYYYmmdd-HHMMSS>)", run_dir.display());
             }
-            (ExperimentConfig::load(&path, &[]).context("the run's config")?, None)
+            (experiment_config::load(&path, &[]).context("the run's config")?, None)
         }
         (None, Some(path)) => {
-            let config = ExperimentConfig::load(path, &args.overrides)?;
+            let config = experiment_config::load(path, &args.overrides)?;
             let yaml = config.to_yaml()?;
             (config, Some(yaml))
         }
@@ -47,7 +47,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let device = args.device.as_deref().map(str::parse::<DeviceSpec>).transpose()?;
     let job = TrainJob {
-        config: config.run_config(),
+        config,
         config_yaml,
         device,
         resume: args.resume.clone(),
