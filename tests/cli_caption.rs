@@ -1,21 +1,15 @@
 //! `caption caption` end to end: a checkpoint written through the model crate's API (tiny, random
 //! weights: the captions are words of its vocabulary, not good ones) captions real PNG files.
 
-use caption_data::image::ImageConfig;
-use caption_data::{TextEncoder, VocabConfig};
-use caption_model::{AttentionLstmConfig, CaptionerConfig, CheckpointMeta, EncoderConfig, EncoderKind, FlexBackend, save_checkpoint};
+#[allow(dead_code)] // The serving crate's test helpers; these tests need only the checkpoint.
+#[path = "../crates/serve/tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-fn write_checkpoint(dir: &Path) -> TextEncoder {
-    let captions = ["a red circle", "two blue squares", "a green triangle above a red circle"];
-    let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &captions).unwrap();
-    let encoder = EncoderConfig::new(EncoderKind::Resnet18).with_layers(Some([1, 1, 1, 1])).with_width(8);
-    let decoder = AttentionLstmConfig::new().with_embedding_size(16).with_hidden_size(32).with_attention_size(16);
-    let model = CaptionerConfig::for_text_encoder(encoder, decoder, &text).init::<FlexBackend>(&Default::default()).unwrap();
-    let preprocess = ImageConfig { size: 32, ..Default::default() };
-    save_checkpoint(dir, &model, &text, &CheckpointMeta::new("tiny", 1).with_preprocess(preprocess)).unwrap();
-    text
+fn write_checkpoint(dir: &Path) -> caption_data::TextEncoder {
+    common::write_checkpoint(dir, "tiny", 0.0)
 }
 
 fn caption(args: &[&str]) -> std::process::Output {

@@ -2,24 +2,19 @@
 //! `caption serve` end to end, with a tiny random-weight checkpoint written through the model
 //! crate's API. The server runs as a child process on a free port and is stopped with SIGTERM.
 
-use caption_data::image::ImageConfig;
-use caption_data::{TextEncoder, VocabConfig};
-use caption_model::{AttentionLstmConfig, CaptionerConfig, CheckpointMeta, EncoderConfig, EncoderKind, FlexBackend, save_checkpoint};
+#[allow(dead_code)] // The serving crate's test helpers; these tests use a few of them.
+#[path = "../crates/serve/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+/// A tiny random-weight checkpoint whose `val/CIDEr` is 0.7.
 fn write_checkpoint(dir: &Path, run_name: &str) {
-    let captions = ["a red circle", "two blue squares", "a green triangle above a red circle"];
-    let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &captions).unwrap();
-    let encoder = EncoderConfig::new(EncoderKind::Resnet18).with_layers(Some([1, 1, 1, 1])).with_width(8);
-    let decoder = AttentionLstmConfig::new().with_embedding_size(16).with_hidden_size(32).with_attention_size(16);
-    let model = CaptionerConfig::for_text_encoder(encoder, decoder, &text).init::<FlexBackend>(&Default::default()).unwrap();
-    let preprocess = ImageConfig { size: 32, ..Default::default() };
-    let meta = CheckpointMeta::new(run_name, 3).with_preprocess(preprocess).with_metric("val/CIDEr", 0.7);
-    save_checkpoint(dir, &model, &text, &meta).unwrap();
+    common::write_checkpoint(dir, run_name, 0.7);
 }
 
 fn caption(args: &[&str]) -> Output {
