@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod evaluate;
 pub mod features;
+pub mod progress;
 pub mod run_dir;
 pub mod scst;
 pub mod state;

@@ -31,6 +31,7 @@ use caption_model::{
 use crate::config::{RunConfig, Schedule, TrainConfig};
 use crate::data::{HostBatch, ImageSource, TrainSet};
 use crate::features;
+use crate::progress::EpochProgress;
 use crate::scst::{self, ScstConfig};
 use crate::tensorboard::EventWriter;
 use crate::evaluate::{EvalInputs, TestReport, decode_images, describe_strategy, format_report, score, write_eval_files};
@@ -699,6 +700,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         let (mut window_loss, mut window_steps, mut window_images, mut window_start) = (0.0, 0usize, 0usize, Instant::now());
         let (mut epoch_loss, mut epoch_steps) = (0.0, 0usize);
 
+        let progress = EpochProgress::start(epoch + 1, train_config.epochs, steps_per_epoch, first_batch);
         let stop_mid_epoch = std::thread::scope(|scope| -> Result<bool> {
             let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<HostBatch>>(2);
             let train_set = &train_set;
@@ -734,6 +736,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 window_images += images;
                 epoch_loss += stats.loss;
                 epoch_steps += 1;
+                progress.step(|| format!("loss {:.4}", stats.loss));
                 if state.step % train_config.log_every as u64 == 0 || index + 1 == steps_per_epoch {
                     let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
                     let images_per_s = window_images as f64 / seconds;
@@ -742,7 +745,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                         Some((reward, baseline)) => format!("scst reward {reward:.4} baseline {baseline:.4}"),
                         None => format!("ce {:.4} att {:.4}", stats.cross_entropy, stats.attention),
                     };
-                    println!(
+                    progress.println(&format!(
                         "epoch {}/{} step {}/{} loss {:.4} ({detail}) lr {:.2e} grad-norm {:.3} {:.0} img/s",
                         epoch + 1,
                         train_config.epochs,
@@ -752,7 +755,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                         lr,
                         stats.grad_norm,
                         images_per_s
-                    );
+                    ));
                     let mut line = serde_json::json!({
                         "kind": "train", "epoch": epoch + 1, "step": state.step, "loss": mean_loss, "lr": lr,
                         "grad_norm": stats.grad_norm, "images_per_s": images_per_s,
@@ -795,7 +798,9 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 }
             }
             Ok(false)
-        })?;
+        });
+        progress.finish();
+        let stop_mid_epoch = stop_mid_epoch?;
         if stop_mid_epoch {
             interrupted = true;
             break 'epochs;
