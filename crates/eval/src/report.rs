@@ -68,16 +68,25 @@ fn spread_sample(images: &[ReportImage], count: usize) -> Vec<&ReportImage> {
     images.iter().step_by(stride).take(count).collect()
 }
 
+/// The report's example sections, titled: the best and the worst `examples` images by the
+/// ranking metric (when there is one), then a sample across the split.
+fn sections(images: &[ReportImage], examples: usize) -> Vec<(String, Vec<&ReportImage>)> {
+    let (metric, order) = ranked(images);
+    let mut sections = Vec::new();
+    if let Some(metric) = &metric {
+        let best: Vec<&ReportImage> = order.iter().take(examples).copied().collect();
+        let worst: Vec<&ReportImage> = order.iter().rev().take(examples).copied().collect();
+        sections.push((format!("Best {} by {metric}", best.len()), best));
+        sections.push((format!("Worst {} by {metric}", worst.len()), worst));
+    }
+    sections.push(("A sample across the split".to_string(), spread_sample(images, examples)));
+    sections
+}
+
 /// The ids of the images the report shows (best, worst and sample), so that a caller can make
 /// thumbnails for those alone.
 pub fn featured_ids(images: &[ReportImage], examples: usize) -> HashSet<String> {
-    let (metric, order) = ranked(images);
-    let mut ids: HashSet<String> = spread_sample(images, examples).iter().map(|i| i.image_id.clone()).collect();
-    if metric.is_some() {
-        ids.extend(order.iter().take(examples).map(|i| i.image_id.clone()));
-        ids.extend(order.iter().rev().take(examples).map(|i| i.image_id.clone()));
-    }
-    ids
+    sections(images, examples).into_iter().flat_map(|(_, list)| list.into_iter().map(|i| i.image_id.clone())).collect()
 }
 
 /// Caption lengths in PTB tokens (as the metrics count them).
@@ -160,8 +169,7 @@ pub fn markdown(header: &ReportHeader, images: &[ReportImage], examples: usize) 
     for (name, value) in &header.corpus {
         let _ = writeln!(out, "| {name} | {value:.4} |");
     }
-    let (metric, order) = ranked(images);
-    let section = |out: &mut String, title: &str, list: &[&ReportImage]| {
+    for (title, list) in sections(images, examples) {
         let _ = writeln!(out, "\n## {title}\n");
         for image in list {
             let _ = writeln!(out, "**{}** ({})  \nmodel: {}  ", image.image_id, scores_line(image), image.candidate);
@@ -170,14 +178,7 @@ pub fn markdown(header: &ReportHeader, images: &[ReportImage], examples: usize) 
             }
             out.push('\n');
         }
-    };
-    if let Some(metric) = &metric {
-        let best: Vec<&ReportImage> = order.iter().take(examples).copied().collect();
-        let worst: Vec<&ReportImage> = order.iter().rev().take(examples).copied().collect();
-        section(&mut out, &format!("Best {} by {metric}", best.len()), &best);
-        section(&mut out, &format!("Worst {} by {metric}", worst.len()), &worst);
     }
-    section(&mut out, "A sample across the split", &spread_sample(images, examples));
 
     let _ = writeln!(out, "## Caption length (PTB tokens)\n\n| length | model | references |\n|---:|---:|---:|");
     for (len, (c, r)) in length_histogram(images) {
@@ -292,14 +293,9 @@ pub fn html(header: &ReportHeader, images: &[ReportImage], examples: usize) -> S
         let _ = write!(out, "<tr><td>{}</td><td class=\"n\">{value:.4}</td></tr>", escape(name));
     }
     out.push_str("</table>\n");
-    let (metric, order) = ranked(images);
-    if let Some(metric) = &metric {
-        let best: Vec<&ReportImage> = order.iter().take(examples).copied().collect();
-        let worst: Vec<&ReportImage> = order.iter().rev().take(examples).copied().collect();
-        html_cards(&mut out, &format!("Best {} by {metric}", best.len()), &best);
-        html_cards(&mut out, &format!("Worst {} by {metric}", worst.len()), &worst);
+    for (title, list) in sections(images, examples) {
+        html_cards(&mut out, &title, &list);
     }
-    html_cards(&mut out, "A sample across the split", &spread_sample(images, examples));
 
     let histogram = length_histogram(images);
     let _ = writeln!(
