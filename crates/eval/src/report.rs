@@ -153,6 +153,17 @@ fn vocabulary_use(images: &[ReportImage]) -> VocabularyUse {
     }
 }
 
+/// The vocabulary section's rows, for both reports.
+fn vocabulary_facts(images: &[ReportImage]) -> Vec<(&'static str, String)> {
+    let v = vocabulary_use(images);
+    vec![
+        ("distinct words", format!("model {}, references {} ({} model words appear in no reference)", v.candidate_words, v.reference_words, v.unseen)),
+        ("distinct captions", format!("{} of {}", v.distinct_captions, images.len())),
+        ("mean length", format!("model {:.2}, references {:.2}", v.mean_candidate_length, v.mean_reference_length)),
+        ("most used by the model", v.most_common.iter().map(|(w, c)| format!("{w} ({c})")).collect::<Vec<_>>().join(", ")),
+    ]
+}
+
 fn scores_line(image: &ReportImage) -> String {
     image.scores.iter().map(|(n, v)| format!("{n} {v:.3}")).collect::<Vec<_>>().join(", ")
 }
@@ -184,19 +195,10 @@ pub fn markdown(header: &ReportHeader, images: &[ReportImage], examples: usize) 
     for (len, (c, r)) in length_histogram(images) {
         let _ = writeln!(out, "| {len} | {:.1}% | {:.1}% |", c * 100.0, r * 100.0);
     }
-    let v = vocabulary_use(images);
-    let _ = writeln!(
-        out,
-        "\n## Vocabulary\n\n- distinct words: model {}, references {} ({} model words appear in no reference)\n- distinct captions: {} of {}\n- mean length: model {:.2}, references {:.2}\n- most used by the model: {}",
-        v.candidate_words,
-        v.reference_words,
-        v.unseen,
-        v.distinct_captions,
-        images.len(),
-        v.mean_candidate_length,
-        v.mean_reference_length,
-        v.most_common.iter().map(|(w, c)| format!("{w} ({c})")).collect::<Vec<_>>().join(", ")
-    );
+    out += "\n## Vocabulary\n\n";
+    for (name, value) in vocabulary_facts(images) {
+        let _ = writeln!(out, "- {name}: {value}");
+    }
     out
 }
 
@@ -303,21 +305,11 @@ pub fn html(header: &ReportHeader, images: &[ReportImage], examples: usize) -> S
         "<h2>Caption length (PTB tokens)</h2><p class=\"legend\"><span style=\"background:#3b6fb6\"></span>model<span style=\"background:#c9a227\"></span>references (share of captions)</p>{}",
         length_chart(&histogram)
     );
-    let v = vocabulary_use(images);
-    let _ = writeln!(
-        out,
-        "<h2>Vocabulary</h2><table><tr><th>distinct words</th><td>model {}, references {} ({} model words appear in no reference)</td></tr>\
-         <tr><th>distinct captions</th><td>{} of {}</td></tr><tr><th>mean length</th><td>model {:.2}, references {:.2}</td></tr>\
-         <tr><th>most used by the model</th><td>{}</td></tr></table>",
-        v.candidate_words,
-        v.reference_words,
-        v.unseen,
-        v.distinct_captions,
-        images.len(),
-        v.mean_candidate_length,
-        v.mean_reference_length,
-        escape(&v.most_common.iter().map(|(w, c)| format!("{w} ({c})")).collect::<Vec<_>>().join(", "))
-    );
+    out.push_str("<h2>Vocabulary</h2><table>");
+    for (name, value) in vocabulary_facts(images) {
+        let _ = write!(out, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
+    }
+    out.push_str("</table>\n");
     out.push_str("</body></html>\n");
     out
 }

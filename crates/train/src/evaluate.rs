@@ -128,21 +128,72 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
     // The preprocessing the model was trained with; the config's for checkpoints that lack it.
     let image = checkpoint.meta.preprocess.clone().unwrap_or_else(|| crate::preprocess_config(&job.data.image));
     let source = ImageSource::new(samples.clone(), &image, 0)?;
-    let candidates = decode_images(&checkpoint.model, &checkpoint.text, EvalInputs::Images(&source), &job.decode, job.batch_size, &device)?;
-    let evaluation = score_with(&samples, &candidates, job.meteor.as_ref())?;
-    let report = TestReport {
+    let label = ReportLabel {
         title: checkpoint.meta.run_name.clone(),
         split: job.split.to_string(),
         checkpoint: job.checkpoint.display().to_string(),
         epoch: checkpoint.meta.epoch,
         step: checkpoint.meta.step,
-        decode: job.decode.clone(),
+    };
+    let (report, _) = evaluate_split(
+        &checkpoint.model,
+        &checkpoint.text,
+        EvalInputs::Images(&source),
+        &samples,
+        &job.decode,
+        job.batch_size,
+        job.meteor.as_ref(),
+        label,
+        start,
+        &job.out,
+        &device,
+    )?;
+    Ok(report)
+}
+
+/// What an evaluation is of, for its report.
+pub struct ReportLabel {
+    /// The run or checkpoint name.
+    pub title: String,
+    pub split: String,
+    /// Where the checkpoint is (as shown to people).
+    pub checkpoint: String,
+    pub epoch: Option<u64>,
+    pub step: u64,
+}
+
+/// Decodes `samples` (from `inputs`, in the same order), scores them, and writes the evaluation
+/// files and reports into `out`; returns the report and the captions. `start` is when the
+/// evaluation began, for the reported time.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_split<B: Backend>(
+    model: &Captioner<B>,
+    text: &TextEncoder,
+    inputs: EvalInputs,
+    samples: &[&Sample],
+    decode: &DecodeStrategy,
+    batch_size: usize,
+    meteor: Option<&Meteor>,
+    label: ReportLabel,
+    start: Instant,
+    out: &Path,
+    device: &B::Device,
+) -> Result<(TestReport, Vec<String>)> {
+    let candidates = decode_images(model, text, inputs, decode, batch_size, device)?;
+    let evaluation = score_with(samples, &candidates, meteor)?;
+    let report = TestReport {
+        title: label.title,
+        split: label.split,
+        checkpoint: label.checkpoint,
+        epoch: label.epoch,
+        step: label.step,
+        decode: decode.clone(),
         images: samples.len(),
         metrics: evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect(),
         seconds: start.elapsed().as_secs_f64(),
     };
-    write_eval_files(&job.out, &report, &samples, &candidates, &evaluation)?;
-    Ok(report)
+    write_eval_files(out, &report, samples, &candidates, &evaluation)?;
+    Ok((report, candidates))
 }
 
 /// What a test evaluation found.

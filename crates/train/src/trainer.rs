@@ -34,7 +34,7 @@ use crate::features;
 use crate::progress::EpochProgress;
 use crate::scst::{self, ScstConfig};
 use crate::tensorboard::EventWriter;
-use crate::evaluate::{EvalInputs, TestReport, decode_images, describe_strategy, format_report, score, write_eval_files};
+use crate::evaluate::{EvalInputs, ReportLabel, TestReport, decode_images, evaluate_split, describe_strategy, format_report, score};
 use crate::run_dir::{
     self, BEST, CHECKPOINTS_DIR, CONFIG_FILE, Manifest, TENSORBOARD_DIR, MetricsLog, ResumeRecord, annotation_files, create_run_dir, fingerprint, git_commit,
 };
@@ -414,6 +414,19 @@ fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: 
     Ok((text, model))
 }
 
+/// Whether training reads cached encoder features rather than images: the whole encoder is
+/// frozen (so its features never change) and augmentation is off (so every epoch sees the same
+/// pixels).
+fn trains_from_features(config: &RunConfig, encoder_stages: usize) -> bool {
+    let first_trained = config.model.encoder.finetune.first_trainable_stage(encoder_stages);
+    config.train.feature_cache && first_trained >= encoder_stages && !config.data.image.augment.is_random()
+}
+
+/// The memory training images may take when kept in memory: none when features are used.
+fn image_cache_bytes(config: &TrainConfig, use_features: bool) -> u64 {
+    if use_features { 0 } else { config.cache_images_mb as u64 * 1024 * 1024 }
+}
+
 /// Sizes the CPU thread pool (`train.threads`; 0 leaves rayon's default, one per core).
 fn set_threads(config: &TrainConfig) {
     if config.threads > 0 {
@@ -478,9 +491,8 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
     let (text, mut model) = new_model::<B>(config, &train_samples, &device)?;
     let mut optimizer = adamw(train_config).init::<Autodiff<B>, Captioner<Autodiff<B>>>();
     let first_trained = config.model.encoder.finetune.first_trainable_stage(model.encoder.num_stages());
-    let use_features =
-        train_config.feature_cache && first_trained >= model.encoder.num_stages() && !config.data.image.augment.is_random();
-    let cache_bytes = if use_features { 0 } else { train_config.cache_images_mb as u64 * 1024 * 1024 };
+    let use_features = trains_from_features(config, model.encoder.num_stages());
+    let cache_bytes = image_cache_bytes(train_config, use_features);
     let mut train_set = TrainSet::new(ImageSource::new(train_samples, &config.data.image, cache_bytes)?, &text);
     if use_features {
         let encoder = model.encoder.valid();
@@ -573,12 +585,11 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
     // once per encoder); otherwise images, the training ones in memory when they fit.
     // Validation and test images are never augmented.
     let first_trained = config.model.encoder.finetune.first_trainable_stage(model.encoder.num_stages());
-    let frozen_encoder = first_trained >= model.encoder.num_stages();
-    let use_features = train_config.feature_cache && frozen_encoder && !config.data.image.augment.is_random();
-    if train_config.feature_cache && frozen_encoder && !use_features {
+    let use_features = trains_from_features(config, model.encoder.num_stages());
+    if train_config.feature_cache && first_trained >= model.encoder.num_stages() && !use_features {
         println!("features: not cached, because augmentation is on (data.image.augment)");
     }
-    let cache_bytes = if use_features { 0 } else { train_config.cache_images_mb as u64 * 1024 * 1024 };
+    let cache_bytes = image_cache_bytes(train_config, use_features);
     let eval_image = preprocess_config(&config.data.image);
     let mut train_set = TrainSet::new(ImageSource::new(train_samples.clone(), &config.data.image, cache_bytes)?, &text);
     let val_source = ImageSource::new(val_samples.clone(), &eval_image, cache_bytes)?;
@@ -903,20 +914,26 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 Some(set) => EvalInputs::Features(set),
                 None => EvalInputs::Images(&test_source),
             };
-            let candidates = decode_images(&checkpoint.model, &checkpoint.text, inputs, &train_config.test_decode, train_config.eval_batch_size, &device)?;
-            let evaluation = score(&test_samples, &candidates)?;
-            let report = TestReport {
+            let label = ReportLabel {
                 title: config.name.clone(),
                 split: "test".into(),
                 checkpoint: label.into(),
                 epoch: checkpoint.meta.epoch,
                 step: checkpoint.meta.step,
-                decode: train_config.test_decode.clone(),
-                images: test_samples.len(),
-                metrics: evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect(),
-                seconds: test_start.elapsed().as_secs_f64(),
             };
-            write_eval_files(&run_dir.join("eval").join("test"), &report, &test_samples, &candidates, &evaluation)?;
+            let (report, candidates) = evaluate_split(
+                &checkpoint.model,
+                &checkpoint.text,
+                inputs,
+                &test_samples,
+                &train_config.test_decode,
+                train_config.eval_batch_size,
+                None,
+                label,
+                test_start,
+                &run_dir.join("eval").join("test"),
+                &device,
+            )?;
             print!("{}", format_report(&report, &test_samples, &candidates, train_config.num_examples));
             println!("wrote {}", run_dir.join("eval").join("test").display());
             test = Some(report);
