@@ -5,7 +5,7 @@
 use super::{file_stem_id, read_text};
 use crate::error::{DataError, Result};
 use crate::sample::{Sample, Split};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -109,11 +109,11 @@ pub fn load(
 ) -> Result<(Vec<Sample>, FlickrExtras)> {
     let captions = read_captions(captions_file)?;
     let mut extras = FlickrExtras::default();
-    let mut split_of: BTreeMap<String, Split> = BTreeMap::new();
+    let mut listed_names: HashSet<String> = HashSet::new();
     let mut listed: Vec<(Split, String)> = Vec::new();
     for (split, list) in split_lists {
         for name in read_list(list)? {
-            split_of.insert(name.clone(), *split);
+            listed_names.insert(name.clone());
             listed.push((*split, name));
         }
     }
@@ -127,15 +127,17 @@ pub fn load(
     // List order defines sample order, so a split reads the same as its list file.
     let mut by_name: HashMap<String, Vec<String>> = HashMap::with_capacity(captions.len());
     for (name, caps) in captions {
-        if split_of.contains_key(&name) {
+        if listed_names.contains(&name) {
             by_name.insert(name, caps);
         } else {
             extras.not_in_any_split += 1;
         }
     }
+    // An image may be named by several lists: reporting on dev means the val and test lists are
+    // the same file, and each split must then get every image.
     for (split, name) in listed {
-        match by_name.remove(&name) {
-            Some(caps) => samples.push(sample(&name, caps, images_dir, split)),
+        match by_name.get(&name) {
+            Some(caps) => samples.push(sample(&name, caps.clone(), images_dir, split)),
             None => extras.listed_without_captions += 1,
         }
     }
@@ -171,5 +173,26 @@ mod tests {
         let (n, k, c) = parse_csv_line("2199200615.jpg| 4 A dog runs across the grass .").unwrap();
         assert_eq!((n.as_str(), k, c.as_str()), ("2199200615.jpg", 4, "A dog runs across the grass ."));
         assert!(parse_csv_line("just text").is_err());
+    }
+
+    #[test]
+    fn an_image_named_by_two_lists_is_in_both_splits() {
+        let dir = std::env::temp_dir().join(format!("caption-flickr-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("tokens.txt");
+        std::fs::write(&tokens, "a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\n").unwrap();
+        std::fs::write(dir.join("train.txt"), "a.jpg\n").unwrap();
+        std::fs::write(dir.join("dev.txt"), "b.jpg\n").unwrap();
+        let lists = [
+            (Split::Train, dir.join("train.txt")),
+            (Split::Val, dir.join("dev.txt")),
+            (Split::Test, dir.join("dev.txt")),
+        ];
+        let (samples, extras) = load(&tokens, &dir, &lists).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<(Split, &str)> = samples.iter().map(|s| (s.split, s.file_name.as_str())).collect();
+        assert_eq!(names, [(Split::Train, "a.jpg"), (Split::Val, "b.jpg"), (Split::Test, "b.jpg")]);
+        assert_eq!(samples[2].captions, ["A cat ."]);
+        assert_eq!((extras.not_in_any_split, extras.listed_without_captions), (1, 0));
     }
 }
