@@ -180,3 +180,46 @@ fn serve_refuses_bad_settings_with_one_line() {
     let err = error_line(&caption(&["serve"]));
     assert!(err.contains("--registry"), "{err}");
 }
+
+#[test]
+fn feedback_exports_as_a_dataset_that_data_stats_reads() {
+    use caption_serve::store::{NewFeedback, RequestRecord, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    {
+        let store = Store::open(&registry.join("serve.sqlite3")).unwrap();
+        let image = common::png(12, 12, [200, 20, 20]);
+        let record = RequestRecord {
+            id: "r1".into(),
+            image_sha256: "ab".repeat(32),
+            model: "tiny-v1".into(),
+            captions: serde_json::json!([{"text": "a circle", "confidence": 0.4}]),
+        };
+        store.record_requests(&[(record, "png", &image)], 10).unwrap();
+        let correction = NewFeedback {
+            request_id: Some("r1".into()),
+            image_sha256: "ab".repeat(32),
+            rating: Some(2),
+            correction: Some("a red square".into()),
+            ..Default::default()
+        };
+        store.add_feedback(&correction).unwrap();
+    }
+    let out = dir.path().join("export");
+    let (registry_arg, out_arg) = (registry.to_str().unwrap(), out.to_str().unwrap());
+    let printed = stdout(&caption(&["data", "export-feedback", "--registry", registry_arg, "--out", out_arg, "--val-fraction", "0"]));
+    assert!(printed.contains("1 train / 0 val images, 1 captions from 1 feedback entries"), "{printed}");
+    let annotations = out.join("captions_train.json");
+    let images = out.join("images");
+    let stats = stdout(&caption(&[
+        "data", "stats", "--format", "coco", "--annotations", annotations.to_str().unwrap(), "--images", images.to_str().unwrap(), "--json",
+    ]));
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(stats.to_string().contains("\"captions\":1"), "{stats}");
+
+    let err = error_line(&caption(&["data", "export-feedback", "--registry", registry_arg, "--out", out_arg]));
+    assert!(err.contains("--overwrite"), "{err}");
+    let missing = dir.path().join("elsewhere");
+    let err = error_line(&caption(&["data", "export-feedback", "--registry", missing.to_str().unwrap(), "--out", out_arg]));
+    assert!(err.contains("serve.sqlite3"), "{err}");
+}

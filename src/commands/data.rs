@@ -1,9 +1,10 @@
-//! `caption data synth | stats`.
+//! `caption data synth | stats | export-feedback`.
 
 use crate::experiment_config;
 use anyhow::{Context, Result, bail};
 use caption_data::synth::{self, SynthConfig};
 use caption_data::{CaptionDataset, DataConfig, DataFormat, ImageCheck, Split, SplitSource};
+use caption_serve::feedback::ExportOptions;
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,31 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Print dataset statistics: images and captions per split, caption lengths, vocabulary, OOV rate.
     Stats(StatsArgs),
+    /// Turn the feedback a server collected into an MS-COCO caption dataset for fine-tuning:
+    /// corrections, and captions rated at least --min-rating.
+    ExportFeedback(ExportFeedbackArgs),
+}
+
+#[derive(Args)]
+pub struct ExportFeedbackArgs {
+    /// The registry the server ran on (its database is `<registry>/serve.sqlite3`).
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    registry: Option<PathBuf>,
+    /// The server's database file, when serve.yaml set `store_file`.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Output folder: images/, captions_train.json, captions_val.json, data.yaml.
+    #[arg(long)]
+    out: PathBuf,
+    /// A rated caption without a correction is kept from this rating (1-5) up.
+    #[arg(long, default_value_t = ExportOptions::default().min_rating)]
+    min_rating: u8,
+    /// Share of images in the val split (by image hash: stable from one export to the next).
+    #[arg(long, default_value_t = ExportOptions::default().val_fraction)]
+    val_fraction: f64,
+    /// Replace whatever is in the output folder.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -95,7 +121,30 @@ pub fn run(command: DataCommand) -> Result<()> {
     match command {
         DataCommand::Synth(args) => synth(args),
         DataCommand::Stats(args) => stats(args),
+        DataCommand::ExportFeedback(args) => export_feedback(args),
     }
+}
+
+fn export_feedback(args: ExportFeedbackArgs) -> Result<()> {
+    let store = match (&args.store, &args.registry) {
+        (Some(store), _) => store.clone(),
+        (None, Some(registry)) => registry.join(caption_serve::store::DEFAULT_STORE_FILE),
+        (None, None) => bail!("say where the feedback is: --registry DIR or --store FILE"),
+    };
+    let options = ExportOptions { min_rating: args.min_rating, val_fraction: args.val_fraction, overwrite: args.overwrite };
+    let summary = caption_serve::feedback::export(&store, &args.out, &options)?;
+    println!(
+        "{}: {} train / {} val images, {} captions from {} feedback entries ({} rated below {} without a correction, left out)",
+        args.out.display(),
+        summary.train_images,
+        summary.val_images,
+        summary.captions,
+        summary.feedback_rows,
+        summary.left_out,
+        args.min_rating
+    );
+    println!("train on it with the `data:` section in {}", summary.data_yaml.display());
+    Ok(())
 }
 
 fn synth(args: SynthArgs) -> Result<()> {

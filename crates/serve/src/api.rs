@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::registry::{self, Version};
 use crate::server::{AppState, CacheKey};
+use crate::store::{RequestRecord, new_id};
 use crate::worker::{Caption, DecodeOptions, ModelWorker, SubmitError};
 
 /// An error answer.
@@ -73,6 +74,10 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -107,15 +112,18 @@ struct BatchRequest {
     max_length: Option<usize>,
 }
 
-/// Decoding options as sent; unset ones take the server's defaults.
-#[derive(Debug, Default)]
-struct RawOptions {
-    num_captions: Option<usize>,
-    beam_size: Option<usize>,
-    max_length: Option<usize>,
+/// Decoding options as sent; unset ones take the server's defaults. Jobs store them so.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RawOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_captions: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelRef {
     pub name: String,
     pub version: u32,
@@ -134,12 +142,17 @@ struct CaptionResponse {
     captions: Vec<Caption>,
     model: ModelRef,
     cached: bool,
+    /// What feedback names this answer by (absent when feedback is disabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct BatchItem {
     captions: Vec<Caption>,
     cached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,13 +163,13 @@ struct BatchResponse {
 }
 
 /// The images of a request (name for messages, bytes) and its options.
-struct Upload {
-    images: Vec<(String, Vec<u8>)>,
-    options: RawOptions,
+pub(crate) struct Upload {
+    pub images: Vec<(String, Vec<u8>)>,
+    pub options: RawOptions,
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Shape {
+pub(crate) enum Shape {
     Single,
     Batch,
 }
@@ -165,9 +178,11 @@ pub async fn caption(State(state): State<Arc<AppState>>, request: Request) -> Re
     let model = loaded_model(&state)?;
     let upload = read_upload(&state, request, Shape::Single).await?;
     let options = resolve_options(&state, &model, &upload.options)?;
-    let mut results = caption_images(&state, &model, upload.images, options).await?;
-    let (captions, cached) = results.pop().ok_or_else(|| ApiError::internal("no result for the image"))?;
-    Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached }).into_response())
+    let results = caption_images(&state, &model, &upload.images, options).await?;
+    let mut request_ids = record_requests(&state, &model, &upload.images, &results, None).await;
+    let (captions, cached) = results.into_iter().next().ok_or_else(|| ApiError::internal("no result for the image"))?;
+    let request_id = request_ids.swap_remove(0);
+    Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached, request_id }).into_response())
 }
 
 pub async fn caption_batch(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
@@ -184,8 +199,9 @@ pub async fn caption_batch(State(state): State<Arc<AppState>>, request: Request)
         )));
     }
     let options = resolve_options(&state, &model, &upload.options)?;
-    let results = caption_images(&state, &model, upload.images, options).await?;
-    let results = results.into_iter().map(|(captions, cached)| BatchItem { captions, cached }).collect();
+    let results = caption_images(&state, &model, &upload.images, options).await?;
+    let request_ids = record_requests(&state, &model, &upload.images, &results, None).await;
+    let results = results.into_iter().zip(request_ids).map(|((captions, cached), request_id)| BatchItem { captions, cached, request_id }).collect();
     Ok(Json(BatchResponse { status: "success", results, model: ModelRef::from(&model.info.version) }).into_response())
 }
 
@@ -230,7 +246,7 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: see GET /openapi.json")
 }
 
-fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiError> {
+pub(crate) fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiError> {
     state.model().ok_or_else(|| {
         ApiError::unavailable(format!(
             "no model loaded: the registry {} has no production version; promote one with `caption promote`",
@@ -240,7 +256,7 @@ fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiError> {
 }
 
 /// Applies the defaults and checks the options against the config and the model.
-fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOptions) -> Result<DecodeOptions, ApiError> {
+pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOptions) -> Result<DecodeOptions, ApiError> {
     let decoding = &state.config.decoding;
     let beam_size = raw.beam_size.unwrap_or(decoding.default_beam_size);
     if beam_size == 0 || beam_size > decoding.max_beam_size {
@@ -259,7 +275,7 @@ fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOptions) -> R
 }
 
 /// Reads the body (bounded by `limits.max_body_bytes`) as JSON or multipart.
-async fn read_upload(state: &AppState, request: Request, shape: Shape) -> Result<Upload, ApiError> {
+pub(crate) async fn read_upload(state: &AppState, request: Request, shape: Shape) -> Result<Upload, ApiError> {
     let limit = state.config.limits.max_body_bytes;
     let too_large = || ApiError::too_large(format!("the request body is over {limit} bytes (`limits.max_body_bytes`)"));
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -388,16 +404,16 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
 
 /// Captions every image, from the cache where possible; the rest are queued together so that
 /// the model thread decodes them in one batch. Results keep the images' order.
-async fn caption_images(
+pub(crate) async fn caption_images(
     state: &Arc<AppState>,
     model: &Arc<ModelWorker>,
-    images: Vec<(String, Vec<u8>)>,
+    images: &[(String, Vec<u8>)],
     options: DecodeOptions,
 ) -> Result<Vec<(Vec<Caption>, bool)>, ApiError> {
     let mut results: Vec<Option<(Vec<Caption>, bool)>> = vec![None; images.len()];
     let mut misses = Vec::new();
-    for (index, (name, bytes)) in images.into_iter().enumerate() {
-        let key = CacheKey { image: Sha256::digest(&bytes).into(), model: model.info.version.id.clone(), options };
+    for (index, (name, bytes)) in images.iter().enumerate() {
+        let key = CacheKey { image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
         match state.cache.get(&key) {
             Some(captions) => {
                 state.metrics.cache_hit();
@@ -405,7 +421,7 @@ async fn caption_images(
             }
             None => {
                 state.metrics.cache_miss();
-                misses.push((index, name, bytes, key));
+                misses.push((index, name.clone(), bytes.clone(), key));
             }
         }
     }
@@ -441,9 +457,72 @@ async fn caption_images(
     results.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::internal("an image got no result"))
 }
 
-/// Checks the type and the header's pixel count, then decodes and prepares the image as the
-/// checkpoint was trained.
-fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageConfig) -> Result<Vec<f32>, ApiError> {
+/// Records each captioned image (its bytes, captions and model version) under a request id, so
+/// that feedback can name it; `ids` gives the ids (a job's), otherwise new ones are drawn. No ids
+/// when feedback is disabled, or when the database fails: that is logged, and the captions are
+/// still answered.
+pub(crate) async fn record_requests(
+    state: &Arc<AppState>,
+    model: &ModelWorker,
+    images: &[(String, Vec<u8>)],
+    results: &[(Vec<Caption>, bool)],
+    ids: Option<Vec<String>>,
+) -> Vec<Option<String>> {
+    if !state.config.feedback.enabled {
+        return vec![None; images.len()];
+    }
+    let ids = ids.unwrap_or_else(|| images.iter().map(|_| new_id()).collect());
+    let rows: Vec<(RequestRecord, &'static str, Vec<u8>)> = images
+        .iter()
+        .zip(results)
+        .zip(&ids)
+        .map(|(((_, bytes), (captions, _)), id)| {
+            let record = RequestRecord {
+                id: id.clone(),
+                image_sha256: sha256_hex(bytes),
+                model: model.info.version.id.clone(),
+                captions: serde_json::to_value(captions).unwrap_or_default(),
+            };
+            (record, image_extension(bytes), bytes.clone())
+        })
+        .collect();
+    let store = state.store.clone();
+    let retain = state.config.feedback.retain_requests;
+    let written = tokio::task::spawn_blocking(move || {
+        let borrowed: Vec<(RequestRecord, &str, &[u8])> = rows.iter().map(|(r, f, b)| (r.clone(), *f, b.as_slice())).collect();
+        store.record_requests(&borrowed, retain)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => ids.into_iter().map(Some).collect(),
+        Ok(Err(e)) => {
+            eprintln!("caption serve: cannot record the request for feedback: {e}");
+            vec![None; images.len()]
+        }
+        Err(e) => {
+            eprintln!("caption serve: cannot record the request for feedback: {e}");
+            vec![None; images.len()]
+        }
+    }
+}
+
+/// SHA-256 in lowercase hex: how feedback and the database name an image.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The file extension of an image that passed [`check_image`].
+pub(crate) fn image_extension(bytes: &[u8]) -> &'static str {
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Jpeg) => "jpg",
+        Ok(image::ImageFormat::Png) => "png",
+        Ok(image::ImageFormat::WebP) => "webp",
+        _ => "bin",
+    }
+}
+
+/// Checks the type and the header's pixel count without decoding the pixels.
+pub(crate) fn check_image(bytes: &[u8], name: &str, max_pixels: u64) -> Result<(), ApiError> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ApiError::unsupported(format!("{name}: cannot read it: {e}")))?;
@@ -459,6 +538,12 @@ fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageCo
             "{name}: {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (`limits.max_pixels`)"
         )));
     }
+    Ok(())
+}
+
+/// Checks the image, then decodes and prepares it as the checkpoint was trained.
+fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageConfig) -> Result<Vec<f32>, ApiError> {
+    check_image(bytes, name, max_pixels)?;
     let rgb = decode_bytes(bytes, name, max_pixels).map_err(|e| ApiError::unsupported(e.to_string()))?;
     Ok(prepare(&rgb, preprocess, None).chw)
 }

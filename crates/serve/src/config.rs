@@ -27,6 +27,11 @@ pub struct ServeConfig {
     pub batching: BatchingConfig,
     pub cache: CacheConfig,
     pub decoding: DecodingConfig,
+    /// The server's database of jobs, recorded requests and feedback (SQLite). Relative paths are
+    /// relative to this file; unset means `<registry>/serve.sqlite3`.
+    pub store_file: Option<PathBuf>,
+    pub jobs: JobsConfig,
+    pub feedback: FeedbackConfig,
 }
 
 impl Default for ServeConfig {
@@ -43,6 +48,9 @@ impl Default for ServeConfig {
             batching: BatchingConfig::default(),
             cache: CacheConfig::default(),
             decoding: DecodingConfig::default(),
+            store_file: None,
+            jobs: JobsConfig::default(),
+            feedback: FeedbackConfig::default(),
         }
     }
 }
@@ -142,6 +150,39 @@ impl Default for DecodingConfig {
     }
 }
 
+/// Asynchronous jobs (`POST /api/v1/jobs`): queued in the database, run in the background.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs run at once (their images are batched with other requests).
+    pub concurrency: usize,
+    /// Jobs waiting; beyond this, new ones are answered 503.
+    pub max_queued: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { concurrency: 4, max_queued: 10_000 }
+    }
+}
+
+/// Feedback on captions (`POST /api/v1/feedback`), exported with `caption data export-feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Whether captioned images and their captions are recorded (with a `request_id` in the
+    /// answer) and feedback is accepted. Off: no image is kept and the endpoint answers 404.
+    pub enabled: bool,
+    /// Recorded requests kept (the oldest go first, unless feedback points at them).
+    pub retain_requests: usize,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig { enabled: true, retain_requests: 100_000 }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
@@ -166,11 +207,11 @@ impl ServeConfig {
         } else {
             serde_norway::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?
         };
-        if let Some(keys) = &config.keys_file
-            && keys.is_relative()
-        {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.keys_file = Some(base.join(keys));
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [&mut config.keys_file, &mut config.store_file] {
+            if let Some(relative) = file.as_ref().filter(|f| f.is_relative()) {
+                *file = Some(base.join(relative));
+            }
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
@@ -210,6 +251,15 @@ impl ServeConfig {
                 "`decoding.default_num_captions` is {}; use 1..={} (`decoding.default_beam_size`)",
                 self.decoding.default_num_captions, self.decoding.default_beam_size
             ));
+        }
+        if self.jobs.concurrency == 0 {
+            return Err("`jobs.concurrency` must be at least 1".into());
+        }
+        if self.jobs.max_queued == 0 {
+            return Err("`jobs.max_queued` must be at least 1".into());
+        }
+        if self.feedback.enabled && self.feedback.retain_requests == 0 {
+            return Err("`feedback.retain_requests` must be at least 1 when feedback is enabled".into());
         }
         if self.rate_limit.requests_per_minute > 0 && self.rate_limit.burst == 0 {
             return Err("`rate_limit.burst` must be at least 1 when `rate_limit.requests_per_minute` is set".into());

@@ -2,18 +2,23 @@
 //! `production` pointer that promotion and rollback move atomically, and an HTTP service (axum)
 //! that captions uploaded images with the production version. The service checks API keys and
 //! per-key rate limits, bounds bodies, pixels and time, groups concurrent requests into batched
-//! decodes on one model thread, caches results, and reports Prometheus metrics.
+//! decodes on one model thread, caches results, and reports Prometheus metrics. Asynchronous
+//! jobs, recorded requests and feedback live in one SQLite file, so they survive restarts, and
+//! feedback exports as a caption dataset for fine-tuning.
 
 pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod feedback;
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod registry;
 pub mod server;
+pub mod store;
 pub mod worker;
 
 pub use config::{AuthMode, ServeConfig};

@@ -42,6 +42,11 @@ pub fn document() -> Value {
         options(),
     );
     let multipart_options = options();
+    let single_body = json!({
+        "application/json": {"schema": {"type": "object", "required": ["image"], "additionalProperties": false, "properties": single_properties}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": merge(json!({"image": {"type": "string", "format": "binary"}}), multipart_options.clone())}}
+    });
+    let job_id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -53,10 +58,7 @@ pub fn document() -> Value {
             "/api/v1/caption": {"post": {
                 "summary": "Caption one image",
                 "security": [{"ApiKey": []}],
-                "requestBody": {"required": true, "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["image"], "additionalProperties": false, "properties": single_properties}},
-                    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": merge(json!({"image": {"type": "string", "format": "binary"}}), multipart_options.clone())}}
-                }},
+                "requestBody": {"required": true, "content": single_body.clone()},
                 "responses": merge(json!({"200": {"description": "Captions, best first.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CaptionResponse"}}}}}), caption_errors())
             }},
             "/api/v1/caption/batch": {"post": {
@@ -67,6 +69,40 @@ pub fn document() -> Value {
                     "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": merge(json!({"images": {"type": "array", "items": {"type": "string", "format": "binary"}}}), multipart_options)}}
                 }},
                 "responses": merge(json!({"200": {"description": "One result per image, in order.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}}}), caption_errors())
+            }},
+            "/api/v1/jobs": {"post": {
+                "summary": "Queue one image for captioning in the background (jobs survive restarts)",
+                "security": [{"ApiKey": []}],
+                "requestBody": {"required": true, "content": single_body},
+                "responses": merge(json!({"202": {
+                    "description": "Queued; poll the Location.",
+                    "headers": {"Location": {"schema": {"type": "string"}, "description": "/api/v1/jobs/{id}"}},
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string", "enum": ["accepted"]}, "job": {"$ref": "#/components/schemas/Job"}}}}}
+                }}), caption_errors())
+            }},
+            "/api/v1/jobs/{id}": {"get": {
+                "summary": "A job's state and, once succeeded, its captions",
+                "security": [{"ApiKey": []}],
+                "parameters": job_id,
+                "responses": {
+                    "200": {"description": "The job.", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string", "enum": ["success"]}, "job": {"$ref": "#/components/schemas/Job"}}}}}},
+                    "401": error("Missing or invalid X-API-Key."),
+                    "404": error("No such job, or another key's."),
+                    "429": error("Rate limit exhausted (with Retry-After).")
+                }
+            }},
+            "/api/v1/feedback": {"post": {
+                "summary": "Rate or correct a caption; stored for export as a fine-tuning dataset",
+                "security": [{"ApiKey": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}}},
+                "responses": {
+                    "201": {"description": "Stored.", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string", "enum": ["success"]}, "feedback": {"type": "object", "properties": {"id": {"type": "integer"}}}}}}}},
+                    "400": error("Malformed JSON."),
+                    "401": error("Missing or invalid X-API-Key."),
+                    "404": error("Unknown request_id or image, or feedback disabled."),
+                    "422": error("Neither request_id nor image_sha256, no rating nor correction, or a rating outside 1..5."),
+                    "429": error("Rate limit exhausted (with Retry-After).")
+                }
             }},
             "/api/v1/models": {"get": {
                 "summary": "The registry's versions, the production version and the loaded one",
@@ -98,13 +134,35 @@ pub fn document() -> Value {
                     "status": {"type": "string", "enum": ["success"]},
                     "captions": {"type": "array", "items": {"$ref": "#/components/schemas/Caption"}},
                     "model": {"$ref": "#/components/schemas/ModelRef"},
-                    "cached": {"type": "boolean"}
+                    "cached": {"type": "boolean"},
+                    "request_id": {"type": "string", "description": "Names this answer in feedback (absent when feedback is disabled)."}
+                }},
+                "Job": {"type": "object", "required": ["id", "state", "created_at"], "properties": {
+                    "id": {"type": "string"},
+                    "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": "string", "format": "date-time", "nullable": true},
+                    "finished_at": {"type": "string", "format": "date-time", "nullable": true},
+                    "options": {"type": "object"},
+                    "captions": {"type": "array", "items": {"$ref": "#/components/schemas/Caption"}, "description": "Once succeeded."},
+                    "model": {"$ref": "#/components/schemas/ModelRef"},
+                    "cached": {"type": "boolean"},
+                    "request_id": {"type": "string", "nullable": true, "description": "Names the result in feedback."},
+                    "error": {"type": "string", "description": "Once failed: why."}
+                }},
+                "FeedbackRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "request_id": {"type": "string", "description": "From a caption answer or a finished job."},
+                    "image_sha256": {"type": "string", "description": "SHA-256 (hex) of an image this server captioned; instead of request_id."},
+                    "caption": {"type": "string", "description": "The caption rated (default: the request's first)."},
+                    "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+                    "correction": {"type": "string", "description": "What the caption should have said."}
                 }},
                 "BatchResponse": {"type": "object", "required": ["status", "results", "model"], "properties": {
                     "status": {"type": "string", "enum": ["success"]},
                     "results": {"type": "array", "items": {"type": "object", "properties": {
                         "captions": {"type": "array", "items": {"$ref": "#/components/schemas/Caption"}},
-                        "cached": {"type": "boolean"}
+                        "cached": {"type": "boolean"},
+                        "request_id": {"type": "string"}
                     }}},
                     "model": {"$ref": "#/components/schemas/ModelRef"}
                 }},
@@ -140,7 +198,18 @@ mod tests {
     #[test]
     fn every_route_is_described_and_references_resolve() {
         let doc = document();
-        for path in ["/api/v1/caption", "/api/v1/caption/batch", "/api/v1/models", "/health", "/ready", "/metrics", "/openapi.json"] {
+        for path in [
+            "/api/v1/caption",
+            "/api/v1/caption/batch",
+            "/api/v1/jobs",
+            "/api/v1/jobs/{id}",
+            "/api/v1/feedback",
+            "/api/v1/models",
+            "/health",
+            "/ready",
+            "/metrics",
+            "/openapi.json",
+        ] {
             assert!(doc["paths"].get(path).is_some(), "{path}");
         }
         let text = doc.to_string();

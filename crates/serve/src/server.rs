@@ -25,6 +25,7 @@ use crate::keys::{KeyStore, KeysError};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::registry::{self, RegistryError, Version};
+use crate::store::{DEFAULT_STORE_FILE, Store, StoreError};
 use crate::worker::{Caption, DecodeOptions, ModelWorker, WorkerError};
 
 /// Where the keys are when `keys_file` is not set: beside the versions they guard.
@@ -43,6 +44,10 @@ pub struct AppState {
     pub limiter: Option<RateLimiter>,
     pub cache: LruCache<CacheKey, Vec<Caption>>,
     pub metrics: Arc<Metrics>,
+    /// Jobs, recorded requests and feedback.
+    pub store: Arc<Store>,
+    /// Tells the job runner that a job was queued.
+    pub jobs_wakeup: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -84,6 +89,8 @@ pub enum ServeError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Keys(#[from] KeysError),
+    #[error("the server's database {0}")]
+    Store(#[from] StoreError),
     #[error("cannot load model version {id}: {source}")]
     Model {
         id: String,
@@ -145,6 +152,14 @@ impl Server {
         };
         metrics.set_model(model.as_ref().map(|m| (m.info.version.name.as_str(), m.info.version.version, m.info.version.id.as_str())));
 
+        // After the registry is known to exist: a mistyped --registry must not grow a database.
+        let store_file = config.store_file.clone().unwrap_or_else(|| registry.join(DEFAULT_STORE_FILE));
+        let store = Store::open(&store_file)?;
+        let requeued = store.requeue_interrupted()?;
+        if requeued > 0 {
+            eprintln!("caption serve: {requeued} job(s) interrupted by the last stop are queued again");
+        }
+
         let state = Arc::new(AppState {
             limiter: RateLimiter::new(&config.rate_limit),
             cache: LruCache::new(config.cache.entries),
@@ -153,6 +168,8 @@ impl Server {
             metrics,
             registry,
             config,
+            store: Arc::new(store),
+            jobs_wakeup: tokio::sync::Notify::new(),
         });
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -177,6 +194,7 @@ impl Server {
         if state.config.reload_interval_ms > 0 {
             runtime.spawn(watch_production(state.clone(), device));
         }
+        runtime.spawn(crate::jobs::run(state.clone()));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app = router(state.clone());
         let serving = runtime.spawn(async move {
@@ -324,6 +342,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/caption", post(api::caption))
         .route("/api/v1/caption/batch", post(api::caption_batch))
         .route("/api/v1/models", get(api::models))
+        .route("/api/v1/jobs", post(crate::jobs::create))
+        .route("/api/v1/jobs/{id}", get(crate::jobs::get))
+        .route("/api/v1/feedback", post(crate::feedback::create))
         .route_layer(middleware::from_fn_with_state(state.clone(), with_timeout))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()

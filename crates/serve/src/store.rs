@@ -1,0 +1,519 @@
+//! The server's durable state, in one SQLite file (`<registry>/serve.sqlite3` unless
+//! `store_file` says otherwise): asynchronous jobs, the images and captions of recent requests
+//! (so that feedback can point at them), and the feedback itself. Everything a restart must not
+//! lose is written here before the client is answered.
+//!
+//! ```text
+//! images    sha256 → the image file's bytes and format (jpg, png, webp)
+//! requests  one captioned image: id (returned as `request_id`), image, model version, captions
+//! jobs      queued → running → succeeded | failed, with the options and the result
+//! feedback  a rating and/or a correction of a request's (or an image's) caption
+//! ```
+//!
+//! Requests beyond the newest `feedback.retain_requests` are pruned unless feedback points at
+//! them; images go when nothing points at them any more.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use caption_data::time::now_rfc3339;
+
+/// The database file's name in the registry when `store_file` is not set.
+pub const DEFAULT_STORE_FILE: &str = "serve.sqlite3";
+
+/// Bumped when the tables change; a file from a newer server is refused, not misread.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    image_sha256 TEXT NOT NULL,
+    model TEXT NOT NULL,
+    captions TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    client TEXT,
+    state TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT,
+    image_sha256 TEXT NOT NULL,
+    model TEXT,
+    caption TEXT,
+    rating INTEGER,
+    correction TEXT,
+    client TEXT,
+    created_at TEXT NOT NULL
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<JobState> {
+        Some(match text {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One captioned image, as recorded for feedback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub id: String,
+    pub image_sha256: String,
+    /// The model version's id.
+    pub model: String,
+    /// The captions as answered (JSON array of `{text, confidence}`).
+    pub captions: serde_json::Value,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    /// The API key's name that submitted it (`None` when auth is disabled).
+    pub client: Option<String>,
+    pub state: JobState,
+    pub image_sha256: String,
+    /// The decoding options as sent (JSON object).
+    pub options: serde_json::Value,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// On success: `{captions, model}` (JSON).
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// A job taken off the queue to run now: its options and image.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: String,
+    pub options: serde_json::Value,
+    pub image: Vec<u8>,
+}
+
+/// Feedback as received (already checked by the handler).
+#[derive(Debug, Clone, Default)]
+pub struct NewFeedback {
+    pub request_id: Option<String>,
+    pub image_sha256: String,
+    pub model: Option<String>,
+    pub caption: Option<String>,
+    pub rating: Option<u8>,
+    pub correction: Option<String>,
+    pub client: Option<String>,
+}
+
+/// One feedback row with its image, for export.
+#[derive(Debug, Clone)]
+pub struct FeedbackWithImage {
+    pub id: i64,
+    pub image_sha256: String,
+    pub format: String,
+    pub image: Vec<u8>,
+    pub caption: Option<String>,
+    pub rating: Option<u8>,
+    pub correction: Option<String>,
+}
+
+/// The open database. One connection behind a mutex: every operation is short, and callers run
+/// them on blocking threads.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and its tables.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| error(path, format!("cannot create its folder: {e}")))?;
+        }
+        let connection = Connection::open(path).map_err(|e| error(path, format!("cannot open the database: {e}")))?;
+        Store::prepare(path, connection)
+    }
+
+    /// Opens a database that must already exist (for export: a wrong path is an error, not a
+    /// new empty file).
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.is_file() {
+            return Err(error(
+                path,
+                "no such file: it is the server's database (`store_file` in serve.yaml, `<registry>/serve.sqlite3` by default)".into(),
+            ));
+        }
+        let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| error(path, format!("cannot open the database: {e}")))?;
+        Store::prepare(path, connection)
+    }
+
+    fn prepare(path: &Path, connection: Connection) -> Result<Store> {
+        let sql = |e: rusqlite::Error| error(path, format!("not a usable server database: {e}"));
+        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
+        // WAL: readers do not block the writer; NORMAL sync keeps every committed transaction
+        // across a process crash (a power cut may lose the last ones).
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(error(
+                path,
+                format!("written by a newer caption server (schema {version}, this one knows {SCHEMA_VERSION}); upgrade caption"),
+            ));
+        }
+        connection.execute_batch(SCHEMA).map_err(sql)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql)?;
+        Ok(Store { path: path.to_path_buf(), connection: Mutex::new(connection) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut connection = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut connection).map_err(|e| error(&self.path, e.to_string()))
+    }
+
+    /// Puts jobs that were running when the server stopped back in the queue; returns how many.
+    pub fn requeue_interrupted(&self) -> Result<usize> {
+        self.with(|c| c.execute("UPDATE jobs SET state = 'queued', started_at = NULL WHERE state = 'running'", []))
+    }
+
+    /// Records captioned images (and their bytes) in one transaction, then prunes old requests
+    /// beyond `retain` that no feedback points at.
+    pub fn record_requests(&self, records: &[(RequestRecord, &str, &[u8])], retain: usize) -> Result<()> {
+        let now = now_rfc3339();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (record, format, bytes) in records {
+                tx.execute(
+                    "INSERT OR IGNORE INTO images (sha256, format, bytes, stored_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![record.image_sha256, format, bytes, now],
+                )?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO requests (id, image_sha256, model, captions, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![record.id, record.image_sha256, record.model, record.captions.to_string(), now],
+                )?;
+            }
+            let newest: i64 = tx.query_row("SELECT COALESCE(MAX(rowid), 0) FROM requests", [], |row| row.get(0))?;
+            let cutoff = newest - retain as i64;
+            if cutoff > 0 {
+                let pruned = tx.execute(
+                    "DELETE FROM requests WHERE rowid <= ?1 AND id NOT IN (SELECT request_id FROM feedback WHERE request_id IS NOT NULL)",
+                    params![cutoff],
+                )?;
+                if pruned > 0 {
+                    tx.execute(
+                        "DELETE FROM images WHERE sha256 NOT IN (SELECT image_sha256 FROM requests)
+                           AND sha256 NOT IN (SELECT image_sha256 FROM feedback)
+                           AND sha256 NOT IN (SELECT image_sha256 FROM jobs WHERE state IN ('queued', 'running'))",
+                        [],
+                    )?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn request(&self, id: &str) -> Result<Option<RequestRecord>> {
+        self.with(|c| {
+            c.query_row("SELECT id, image_sha256, model, captions FROM requests WHERE id = ?1", params![id], |row| {
+                let captions: String = row.get(3)?;
+                Ok(RequestRecord {
+                    id: row.get(0)?,
+                    image_sha256: row.get(1)?,
+                    model: row.get(2)?,
+                    captions: serde_json::from_str(&captions).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .optional()
+        })
+    }
+
+    pub fn has_image(&self, sha256: &str) -> Result<bool> {
+        self.with(|c| c.query_row("SELECT 1 FROM images WHERE sha256 = ?1", params![sha256], |_| Ok(())).optional().map(|r| r.is_some()))
+    }
+
+    /// Queues a job with its image, unless `max_queued` jobs are already waiting (then
+    /// `Ok(false)`).
+    pub fn add_job(&self, job: &JobRecord, format: &str, image: &[u8], max_queued: usize) -> Result<bool> {
+        let now = now_rfc3339();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let waiting: i64 = tx.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'queued'", [], |row| row.get(0))?;
+            if waiting as usize >= max_queued {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO images (sha256, format, bytes, stored_at) VALUES (?1, ?2, ?3, ?4)",
+                params![job.image_sha256, format, image, now],
+            )?;
+            tx.execute(
+                "INSERT INTO jobs (id, client, state, image_sha256, options, created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+                params![job.id, job.client, job.image_sha256, job.options.to_string(), job.created_at],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, client, state, image_sha256, options, created_at, started_at, finished_at, result, error FROM jobs WHERE id = ?1",
+                params![id],
+                |row| {
+                    let state: String = row.get(2)?;
+                    let options: String = row.get(4)?;
+                    let result: Option<String> = row.get(8)?;
+                    Ok(JobRecord {
+                        id: row.get(0)?,
+                        client: row.get(1)?,
+                        state: JobState::parse(&state).unwrap_or(JobState::Failed),
+                        image_sha256: row.get(3)?,
+                        options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
+                        created_at: row.get(5)?,
+                        started_at: row.get(6)?,
+                        finished_at: row.get(7)?,
+                        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+                        error: row.get(9)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Marks up to `limit` of the oldest queued jobs running and returns them.
+    pub fn claim_jobs(&self, limit: usize) -> Result<Vec<ClaimedJob>> {
+        let now = now_rfc3339();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let claimed = {
+                let mut select = tx.prepare(
+                    "SELECT jobs.id, jobs.options, images.bytes FROM jobs JOIN images ON images.sha256 = jobs.image_sha256
+                     WHERE jobs.state = 'queued' ORDER BY jobs.rowid LIMIT ?1",
+                )?;
+                let rows = select.query_map(params![limit as i64], |row| {
+                    let options: String = row.get(1)?;
+                    Ok(ClaimedJob {
+                        id: row.get(0)?,
+                        options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
+                        image: row.get(2)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            for job in &claimed {
+                tx.execute("UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1", params![job.id, now])?;
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    /// Puts a claimed job back in the queue (the model was busy or gone).
+    pub fn requeue(&self, id: &str) -> Result<()> {
+        self.with(|c| c.execute("UPDATE jobs SET state = 'queued', started_at = NULL WHERE id = ?1", params![id]).map(|_| ()))
+    }
+
+    /// Records a job's outcome: its result (JSON) or why it failed.
+    pub fn finish_job(&self, id: &str, outcome: std::result::Result<serde_json::Value, String>) -> Result<()> {
+        let now = now_rfc3339();
+        let (state, result, error) = match outcome {
+            Ok(result) => (JobState::Succeeded, Some(result.to_string()), None),
+            Err(message) => (JobState::Failed, None, Some(message)),
+        };
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, result = ?4, error = ?5 WHERE id = ?1",
+                params![id, state.as_str(), now, result, error],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Stores feedback; returns its id.
+    pub fn add_feedback(&self, feedback: &NewFeedback) -> Result<i64> {
+        let now = now_rfc3339();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO feedback (request_id, image_sha256, model, caption, rating, correction, client, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    feedback.request_id,
+                    feedback.image_sha256,
+                    feedback.model,
+                    feedback.caption,
+                    feedback.rating,
+                    feedback.correction,
+                    feedback.client,
+                    now
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Every feedback row with its image bytes, oldest first.
+    pub fn feedback_with_images(&self) -> Result<Vec<FeedbackWithImage>> {
+        self.with(|c| {
+            let mut select = c.prepare(
+                "SELECT feedback.id, feedback.image_sha256, images.format, images.bytes, feedback.caption, feedback.rating, feedback.correction
+                 FROM feedback JOIN images ON images.sha256 = feedback.image_sha256 ORDER BY feedback.id",
+            )?;
+            let rows = select.query_map([], |row| {
+                Ok(FeedbackWithImage {
+                    id: row.get(0)?,
+                    image_sha256: row.get(1)?,
+                    format: row.get(2)?,
+                    image: row.get(3)?,
+                    caption: row.get(4)?,
+                    rating: row.get(5)?,
+                    correction: row.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+fn error(path: &Path, message: String) -> StoreError {
+    StoreError { path: path.to_path_buf(), message }
+}
+
+/// A random 128-bit id in hex, for requests and jobs.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS's generator does not fail on the platforms served; a fixed id would be worse
+    // than a crash, so fall back to the clock and the process id.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, sha: &str) -> RequestRecord {
+        RequestRecord { id: id.into(), image_sha256: sha.into(), model: "tiny-v1".into(), captions: serde_json::json!([{"text": "a", "confidence": 0.5}]) }
+    }
+
+    #[test]
+    fn jobs_and_requests_persist_and_old_requests_are_pruned_unless_rated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.sqlite3");
+        {
+            let store = Store::open(&path).unwrap();
+            let job = JobRecord {
+                id: "j1".into(),
+                client: Some("alice".into()),
+                state: JobState::Queued,
+                image_sha256: "img-j".into(),
+                options: serde_json::json!({"beam_size": 2}),
+                created_at: now_rfc3339(),
+                started_at: None,
+                finished_at: None,
+                result: None,
+                error: None,
+            };
+            assert!(store.add_job(&job, "png", b"job image", 10).unwrap());
+            assert!(!store.add_job(&JobRecord { id: "j2".into(), ..job.clone() }, "png", b"job image", 1).unwrap(), "queue full");
+            let claimed = store.claim_jobs(5).unwrap();
+            assert_eq!((claimed.len(), claimed[0].image.as_slice()), (1, b"job image".as_slice()));
+            assert!(store.claim_jobs(5).unwrap().is_empty());
+
+            store.record_requests(&[(record("r1", "img-1"), "png", b"one")], 2).unwrap();
+            store
+                .add_feedback(&NewFeedback { request_id: Some("r1".into()), image_sha256: "img-1".into(), rating: Some(5), ..Default::default() })
+                .unwrap();
+            store.record_requests(&[(record("r2", "img-2"), "png", b"two"), (record("r3", "img-3"), "png", b"three")], 2).unwrap();
+            store.record_requests(&[(record("r4", "img-4"), "png", b"four")], 2).unwrap();
+            // r2 is beyond the newest two and unrated: gone with its image; r1 is rated: kept.
+            assert!(store.request("r2").unwrap().is_none());
+            assert!(!store.has_image("img-2").unwrap());
+            assert_eq!(store.request("r1").unwrap().unwrap(), record("r1", "img-1"));
+            assert!(store.has_image("img-j").unwrap(), "a running job's image stays");
+        }
+        // Reopened, as after a restart: the interrupted job is queued again.
+        let store = Store::open_existing(&path).unwrap();
+        assert_eq!(store.job("j1").unwrap().unwrap().state, JobState::Running);
+        assert_eq!(store.requeue_interrupted().unwrap(), 1);
+        let claimed = store.claim_jobs(1).unwrap();
+        assert_eq!(claimed[0].options["beam_size"], 2);
+        store.finish_job("j1", Ok(serde_json::json!({"captions": []}))).unwrap();
+        let job = store.job("j1").unwrap().unwrap();
+        assert_eq!((job.state, job.client.as_deref()), (JobState::Succeeded, Some("alice")));
+        assert!(job.finished_at.is_some() && job.result.is_some());
+        let feedback = store.feedback_with_images().unwrap();
+        assert_eq!((feedback.len(), feedback[0].image.as_slice(), feedback[0].rating), (1, b"one".as_slice(), Some(5)));
+    }
+
+    #[test]
+    fn a_missing_or_foreign_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open_existing(&dir.path().join("nope.sqlite3")).unwrap_err().to_string();
+        assert!(err.contains("nope.sqlite3") && err.contains("store_file"), "{err}");
+        let junk = dir.path().join("junk.sqlite3");
+        std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+        let err = Store::open_existing(&junk).unwrap_err().to_string();
+        assert!(err.contains("junk.sqlite3") && err.contains("not a usable server database"), "{err}");
+    }
+}
