@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Overrides the config's `port` (0: any free port).
     #[arg(long)]
     port: Option<u16>,
+    /// Overrides the config's `store_file`: the database of jobs and feedback (needed when the
+    /// registry is read-only, as in the Docker image).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -227,6 +231,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(port) = args.port {
         config.port = port;
+    }
+    if let Some(store) = args.store {
+        config.store_file = Some(store);
     }
     let auth = config.auth;
     let device = config.device.clone();

@@ -96,7 +96,9 @@ impl IntoResponse for ApiError {
 #[serde(deny_unknown_fields)]
 struct CaptionRequest {
     /// Base64 (standard alphabet; a `data:` URL prefix and line breaks are accepted).
-    image: String,
+    image: Option<String>,
+    /// Fetched by the server, when `image_url.enabled` (instead of `image`).
+    image_url: Option<String>,
     num_captions: Option<usize>,
     beam_size: Option<usize>,
     max_length: Option<usize>,
@@ -166,6 +168,8 @@ struct BatchResponse {
 pub(crate) struct Upload {
     pub images: Vec<(String, Vec<u8>)>,
     pub options: RawOptions,
+    /// `image_url`, fetched by [`read_upload`] into `images`.
+    url: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -289,7 +293,14 @@ pub(crate) async fn read_upload(state: &AppState, request: Request, shape: Shape
         .await
         .map_err(|e| if is_length_limit(&e) { too_large() } else { ApiError::bad_request(format!("cannot read the request body: {e}")) })?;
     if mime == "application/json" || mime.ends_with("+json") {
-        parse_json(&bytes, shape)
+        let mut upload = parse_json(&bytes, shape)?;
+        if let Some(url) = upload.url.take() {
+            let fetcher = state.fetcher.as_ref().ok_or_else(|| {
+                ApiError::unprocessable("this server does not fetch images (`image_url.enabled` is off): send the file itself in `image`")
+            })?;
+            upload.images.push(("image_url".to_string(), fetcher.fetch(&url).await?));
+        }
+        Ok(upload)
     } else if mime == "multipart/form-data" {
         parse_multipart(Request::from_parts(parts, Body::from(bytes)), shape).await
     } else {
@@ -317,9 +328,13 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
     match shape {
         Shape::Single => {
             let request: CaptionRequest = serde_json::from_slice(bytes).map_err(classify)?;
-            let image = decode_base64(&request.image, "image")?;
             let options = RawOptions { num_captions: request.num_captions, beam_size: request.beam_size, max_length: request.max_length };
-            Ok(Upload { images: vec![("image".to_string(), image)], options })
+            match (request.image, request.image_url) {
+                (Some(image), None) => Ok(Upload { images: vec![("image".to_string(), decode_base64(&image, "image")?)], options, url: None }),
+                (None, Some(url)) => Ok(Upload { images: Vec::new(), options, url: Some(url) }),
+                (Some(_), Some(_)) => Err(ApiError::unprocessable("send `image` or `image_url`, not both")),
+                (None, None) => Err(ApiError::unprocessable("missing `image` (the file in base64) or `image_url`")),
+            }
         }
         Shape::Batch => {
             let request: BatchRequest = serde_json::from_slice(bytes).map_err(classify)?;
@@ -333,7 +348,7 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                 })
                 .collect::<Result<_, _>>()?;
             let options = RawOptions { num_captions: request.num_captions, beam_size: request.beam_size, max_length: request.max_length };
-            Ok(Upload { images, options })
+            Ok(Upload { images, options, url: None })
         }
     }
 }
@@ -399,7 +414,7 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
     if images.is_empty() {
         return Err(ApiError::unprocessable("no `image` file in the form"));
     }
-    Ok(Upload { images, options })
+    Ok(Upload { images, options, url: None })
 }
 
 /// Captions every image, from the cache where possible; the rest are queued together so that

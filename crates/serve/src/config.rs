@@ -32,6 +32,7 @@ pub struct ServeConfig {
     pub store_file: Option<PathBuf>,
     pub jobs: JobsConfig,
     pub feedback: FeedbackConfig,
+    pub image_url: ImageUrlConfig,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +52,7 @@ impl Default for ServeConfig {
             store_file: None,
             jobs: JobsConfig::default(),
             feedback: FeedbackConfig::default(),
+            image_url: ImageUrlConfig::default(),
         }
     }
 }
@@ -183,6 +185,39 @@ impl Default for FeedbackConfig {
     }
 }
 
+/// `{"image_url": ...}` requests: the server fetches the image itself. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageUrlConfig {
+    pub enabled: bool,
+    /// Hosts that may be fetched from: exact names or addresses, `*.example.com` for its
+    /// subdomains, or `*` for any public host. Required when enabled.
+    pub allowed_hosts: Vec<String>,
+    /// Fetch from private, loopback and link-local addresses too. Only for an internal image
+    /// store you trust; never where clients come from the internet (they could reach your
+    /// network and cloud metadata through the server).
+    pub allow_private_addresses: bool,
+    /// Largest image fetched.
+    pub max_bytes: usize,
+    /// Time limit of the whole fetch (connection, redirects, body).
+    pub timeout_ms: u64,
+    /// Redirects followed (each one checked like the first URL).
+    pub max_redirects: usize,
+}
+
+impl Default for ImageUrlConfig {
+    fn default() -> Self {
+        ImageUrlConfig {
+            enabled: false,
+            allowed_hosts: Vec::new(),
+            allow_private_addresses: false,
+            max_bytes: 10 * 1024 * 1024,
+            timeout_ms: 5_000,
+            max_redirects: 3,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
@@ -251,6 +286,14 @@ impl ServeConfig {
                 "`decoding.default_num_captions` is {}; use 1..={} (`decoding.default_beam_size`)",
                 self.decoding.default_num_captions, self.decoding.default_beam_size
             ));
+        }
+        if self.image_url.enabled {
+            if self.image_url.allowed_hosts.iter().all(|h| h.trim().is_empty()) {
+                return Err("`image_url.allowed_hosts` is empty: list the hosts images may be fetched from (or \"*\" for any public host)".into());
+            }
+            if self.image_url.max_bytes == 0 || self.image_url.timeout_ms == 0 {
+                return Err("`image_url.max_bytes` and `image_url.timeout_ms` must be positive".into());
+            }
         }
         if self.jobs.concurrency == 0 {
             return Err("`jobs.concurrency` must be at least 1".into());

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod feedback;
+pub mod fetch;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;

@@ -48,6 +48,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Tells the job runner that a job was queued.
     pub jobs_wakeup: tokio::sync::Notify,
+    /// `None` unless `image_url.enabled`.
+    pub fetcher: Option<crate::fetch::ImageFetcher>,
 }
 
 impl AppState {
@@ -139,6 +141,11 @@ impl Server {
             AuthMode::Disabled => None,
         };
 
+        let fetcher = match config.image_url.enabled {
+            true => Some(crate::fetch::ImageFetcher::new(&config.image_url).map_err(ServeError::Config)?),
+            false => None,
+        };
+
         let metrics = Arc::new(Metrics::default());
         let model = match registry::production(&registry)? {
             Some(version) => {
@@ -170,6 +177,7 @@ impl Server {
             config,
             store: Arc::new(store),
             jobs_wakeup: tokio::sync::Notify::new(),
+            fetcher,
         });
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
