@@ -2,18 +2,21 @@
 //!
 //! ```text
 //! cargo run --release -p caption-eval --example spice_report -- \
-//!     [FIXTURES_DIR] [METEOR_DATA] [--dump N]
+//!     [FIXTURES_DIR] [METEOR_DATA] [--dump N] [--split K]
 //! ```
 //!
 //! FIXTURES_DIR holds `spice_coco_fakecap_half.json`, `flickr8k_expert.json` and
 //! `flickr8k_expert_tau_reference.json` (default `../shared/fixtures/metrics` from the
 //! workspace); METEOR_DATA as for `Meteor::locate` (default: `target/meteor-data`).
+//! `--split K` also prints the COCO table for images 0..K and K..500 separately (fixture
+//! order), for tuning on one part and checking on the other. `SPICE_DIFF=Category[:cand|ref|tp]`
+//! lists the images (`#k`) whose tuple counts differ from real SPICE's.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use caption_eval::TokenizedImage;
-use caption_eval::spice::{Category, Spice};
+use caption_eval::spice::{Category, ImageScores, Spice};
 use serde_json::Value;
 
 fn pearson(x: &[f64], y: &[f64]) -> f64 {
@@ -65,6 +68,70 @@ fn kendall(x: &[f64], y: &[f64]) -> (f64, f64) {
     (tau_b, tau_c)
 }
 
+/// The per-category agreement table over the images in `range`.
+fn table(per_image: &[ImageScores], entries: &[Value], range: std::ops::Range<usize>) {
+    println!(
+        "{:<12} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>5} {:>5} | {:>5} {:>5}",
+        "category",
+        "n",
+        "pearson",
+        "tau_b",
+        "MAE",
+        "mean_rb",
+        "mean_sp",
+        "cand",
+        "cand_sp",
+        "ref",
+        "ref_sp",
+        "tp",
+        "tp_sp",
+        "r_c",
+        "r_r"
+    );
+    for category in Category::ALL {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (mut cx, mut cy, mut rx, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut tx, mut ty) = (Vec::new(), Vec::new());
+        for (ours, e) in per_image[range.clone()].iter().zip(&entries[range.clone()]) {
+            let theirs = &e["spice"][category.name()];
+            let o = ours.get(category);
+            let tp = theirs["tp"].as_f64().unwrap();
+            cx.push((o.tp + o.fp) as f64);
+            cy.push(tp + theirs["fp"].as_f64().unwrap());
+            rx.push((o.tp + o.fn_) as f64);
+            ry.push(tp + theirs["fn"].as_f64().unwrap());
+            tx.push(o.tp as f64);
+            ty.push(tp);
+            if let Some(f) = theirs["f"].as_f64()
+                && !o.f.is_nan()
+            {
+                x.push(o.f);
+                y.push(f);
+            }
+        }
+        let mae = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).sum::<f64>() / x.len() as f64;
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!(
+            "{:<12} {:>6} {:>7.3} {:>7.3} {:>7.4} {:>8.4} {:>8.4} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>5.2} {:>5.2} | {:>5.2} {:>5.2}",
+            category.name(),
+            x.len(),
+            pearson(&x, &y),
+            kendall(&x, &y).0,
+            mae,
+            mean(&x),
+            mean(&y),
+            mean(&cx),
+            mean(&cy),
+            mean(&rx),
+            mean(&ry),
+            mean(&tx),
+            mean(&ty),
+            pearson(&cx, &cy),
+            pearson(&rx, &ry),
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dump = args
@@ -73,10 +140,17 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
+    let split = args
+        .iter()
+        .position(|a| a == "--split")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok());
     let positional: Vec<&String> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--dump"))
+        .filter(|(i, a)| {
+            !a.starts_with("--") && (*i == 0 || !matches!(args[i - 1].as_str(), "--dump" | "--split"))
+        })
         .map(|(_, a)| a)
         .collect();
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -122,58 +196,29 @@ fn main() {
         "COCO fakecap half (500 images): SPICE-rb corpus {:.4}, real SPICE {:.4}",
         scores.corpus, real_corpus
     );
-    println!(
-        "{:<12} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} | {:>6} {:>6} {:>6} {:>6} | {:>5} {:>5}",
-        "category",
-        "n",
-        "pearson",
-        "tau_b",
-        "MAE",
-        "mean_rb",
-        "mean_sp",
-        "cand",
-        "cand_sp",
-        "ref",
-        "ref_sp",
-        "r_c",
-        "r_r"
-    );
-    for category in Category::ALL {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        let (mut cx, mut cy, mut rx, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (ours, e) in scores.per_image.iter().zip(entries) {
-            let theirs = &e["spice"][category.name()];
-            let o = ours.get(category);
-            let tp = theirs["tp"].as_f64().unwrap();
-            cx.push((o.tp + o.fp) as f64);
-            cy.push(tp + theirs["fp"].as_f64().unwrap());
-            rx.push((o.tp + o.fn_) as f64);
-            ry.push(tp + theirs["fn"].as_f64().unwrap());
-            if let Some(f) = theirs["f"].as_f64()
-                && !o.f.is_nan()
-            {
-                x.push(o.f);
-                y.push(f);
-            }
+    table(&scores.per_image, entries, 0..entries.len());
+    if let Some(k) = split.filter(|&k| k > 0 && k < entries.len()) {
+        // A hold-out: tune on the first K images (fixture order), check on the rest.
+        for range in [0..k, k..entries.len()] {
+            let real: Vec<f64> = entries[range.clone()]
+                .iter()
+                .map(|e| e["spice"]["All"]["f"].as_f64().unwrap())
+                .collect();
+            let ours: Vec<f64> = scores.per_image[range.clone()]
+                .iter()
+                .map(|s| s.f())
+                .collect();
+            println!(
+                "\nimages {}-{}: SPICE-rb corpus {:.4}, real SPICE {:.4} ({:+.4})",
+                range.start,
+                range.end - 1,
+                caption_eval::numpy_mean::numpy_mean(&ours),
+                caption_eval::numpy_mean::numpy_mean(&real),
+                caption_eval::numpy_mean::numpy_mean(&ours)
+                    - caption_eval::numpy_mean::numpy_mean(&real),
+            );
+            table(&scores.per_image, entries, range);
         }
-        let mae = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).sum::<f64>() / x.len() as f64;
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        println!(
-            "{:<12} {:>6} {:>7.3} {:>7.3} {:>7.4} {:>8.4} {:>8.4} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>5.2} {:>5.2}",
-            category.name(),
-            x.len(),
-            pearson(&x, &y),
-            kendall(&x, &y).0,
-            mae,
-            mean(&x),
-            mean(&y),
-            mean(&cx),
-            mean(&cy),
-            mean(&rx),
-            mean(&ry),
-            pearson(&cx, &cy),
-            pearson(&rx, &ry),
-        );
     }
     if let Ok(cat) = std::env::var("SPICE_DIFF") {
         // Candidates whose tuple count in a category differs from real SPICE's.
@@ -192,7 +237,7 @@ fn main() {
             let (cand, refs) = spice.graph_tuples(&images[k].candidate, &images[k].references);
             if side == "tp" && o.tp as u64 != t["tp"].as_u64().unwrap() {
                 println!(
-                    "tp {} vs {}: {} | {} || {}",
+                    "#{k} tp {} vs {}: {} | {} || {}",
                     o.tp,
                     t["tp"],
                     images[k].candidate,
@@ -202,7 +247,7 @@ fn main() {
             }
             if side == "cand" && ours != real_cand {
                 println!(
-                    "{ours} vs {real_cand}: {} | {}",
+                    "#{k} {ours} vs {real_cand}: {} | {}",
                     images[k].candidate,
                     cand.join(" ")
                 );
@@ -217,7 +262,7 @@ fn main() {
                     })
                     .collect();
                 println!(
-                    "{ours_ref} vs {real_ref}: {} | {:?}",
+                    "#{k} {ours_ref} vs {real_ref}: {} | {:?}",
                     images[k].references.join(" // "),
                     filtered
                 );

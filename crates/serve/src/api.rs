@@ -219,7 +219,16 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    // Job counts come from the database, so they include jobs from before a restart.
+    let store = state.store.clone();
+    if let Ok(Ok(counts)) = tokio::task::spawn_blocking(move || store.job_counts()).await {
+        text.push_str("# HELP caption_jobs Asynchronous jobs in the database, by state.\n# TYPE caption_jobs gauge\n");
+        for (job_state, n) in counts {
+            text.push_str(&format!("caption_jobs{{state=\"{}\"}} {n}\n", job_state.as_str()));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 pub async fn openapi() -> Response {

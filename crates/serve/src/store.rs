@@ -87,7 +87,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",
@@ -363,6 +363,18 @@ impl Store {
             }
             tx.commit()?;
             Ok(claimed)
+        })
+    }
+
+    /// Jobs per state (every state listed, 0 when none).
+    pub fn job_counts(&self) -> Result<Vec<(JobState, u64)>> {
+        self.with(|c| {
+            let mut counts = Vec::new();
+            for state in [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed] {
+                let n: i64 = c.query_row("SELECT COUNT(*) FROM jobs WHERE state = ?1", params![state.as_str()], |row| row.get(0))?;
+                counts.push((state, n as u64));
+            }
+            Ok(counts)
         })
     }
 

@@ -109,6 +109,8 @@ fn jobs_wait_for_a_model_survive_restarts_and_are_private_to_their_key() {
     for other in &ids {
         assert_eq!(wait_for_job(address, other, &bob)["state"], "succeeded");
     }
+    let metrics = get(address, "/metrics", &[]).text();
+    assert!(metrics.contains("caption_jobs{state=\"succeeded\"} 7") && metrics.contains("caption_jobs{state=\"queued\"} 0"), "{metrics}");
     server.stop();
 
     // Finished jobs are still there after another restart, unchanged.
