@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::registry::{self, Version};
 use crate::server::{AppState, CacheKey};
 use crate::store::{RequestRecord, new_id};
-use crate::worker::{Caption, DecodeOptions, ModelWorker, SubmitError};
+use crate::worker::{Caption, DecodeOptions, ModelWorker, SamplingOptions, SubmitError};
 
 /// An error answer.
 #[derive(Debug)]
@@ -102,6 +102,7 @@ struct CaptionRequest {
     num_captions: Option<usize>,
     beam_size: Option<usize>,
     max_length: Option<usize>,
+    sampling: Option<RawSampling>,
 }
 
 /// `POST /api/v1/caption/batch` as JSON.
@@ -112,6 +113,7 @@ struct BatchRequest {
     num_captions: Option<usize>,
     beam_size: Option<usize>,
     max_length: Option<usize>,
+    sampling: Option<RawSampling>,
 }
 
 /// Decoding options as sent; unset ones take the server's defaults. Jobs store them so.
@@ -123,6 +125,23 @@ pub(crate) struct RawOptions {
     pub beam_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<RawSampling>,
+}
+
+/// `"sampling": {...}`: draw captions instead of searching (any subset of the fields; `{}` is
+/// plain sampling at temperature 1). Without a `seed` each request draws anew and is not cached.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSampling {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +290,34 @@ pub(crate) fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiErro
 /// Applies the defaults and checks the options against the config and the model.
 pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOptions) -> Result<DecodeOptions, ApiError> {
     let decoding = &state.config.decoding;
+    let model_max = model.info.max_length;
+    let max_length = raw.max_length.unwrap_or(model_max);
+    if max_length == 0 || max_length > model_max {
+        return Err(ApiError::unprocessable(format!("`max_length` is {max_length}; this model writes 1..={model_max} words")));
+    }
+    if let Some(sampling) = &raw.sampling {
+        if raw.beam_size.is_some_and(|b| b != 1) {
+            return Err(ApiError::unprocessable("`sampling` draws captions instead of a beam search: leave out `beam_size`"));
+        }
+        let num_captions = raw.num_captions.unwrap_or(decoding.default_num_captions);
+        if num_captions == 0 || num_captions > decoding.max_beam_size {
+            return Err(ApiError::unprocessable(format!(
+                "`num_captions` is {num_captions}; draw 1..={} (`decoding.max_beam_size`)",
+                decoding.max_beam_size
+            )));
+        }
+        let temperature = sampling.temperature.unwrap_or(1.0);
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(ApiError::unprocessable(format!("`sampling.temperature` is {temperature}; it must be positive")));
+        }
+        let top_p = sampling.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::unprocessable(format!("`sampling.top_p` is {top_p}; use (0, 1]")));
+        }
+        let seed = sampling.seed.unwrap_or_else(|| u64::from_str_radix(&new_id()[..16], 16).unwrap_or(0));
+        let sampling = SamplingOptions::new(temperature, sampling.top_k.unwrap_or(0), top_p, seed, sampling.seed.is_some());
+        return Ok(DecodeOptions { beam_size: 1, num_captions, max_length, sampling: Some(sampling) });
+    }
     let beam_size = raw.beam_size.unwrap_or(decoding.default_beam_size);
     if beam_size == 0 || beam_size > decoding.max_beam_size {
         return Err(ApiError::unprocessable(format!("`beam_size` is {beam_size}; use 1..={} (1 = greedy)", decoding.max_beam_size)));
@@ -279,12 +326,7 @@ pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOp
     if num_captions == 0 || num_captions > beam_size {
         return Err(ApiError::unprocessable(format!("`num_captions` is {num_captions}; use 1..={beam_size} (at most `beam_size`)")));
     }
-    let model_max = model.info.max_length;
-    let max_length = raw.max_length.unwrap_or(model_max);
-    if max_length == 0 || max_length > model_max {
-        return Err(ApiError::unprocessable(format!("`max_length` is {max_length}; this model writes 1..={model_max} words")));
-    }
-    Ok(DecodeOptions { beam_size, num_captions, max_length })
+    Ok(DecodeOptions { beam_size, num_captions, max_length, sampling: None })
 }
 
 /// Reads the body (bounded by `limits.max_body_bytes`) as JSON or multipart.
@@ -337,7 +379,12 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
     match shape {
         Shape::Single => {
             let request: CaptionRequest = serde_json::from_slice(bytes).map_err(classify)?;
-            let options = RawOptions { num_captions: request.num_captions, beam_size: request.beam_size, max_length: request.max_length };
+            let options = RawOptions {
+                num_captions: request.num_captions,
+                beam_size: request.beam_size,
+                max_length: request.max_length,
+                sampling: request.sampling,
+            };
             match (request.image, request.image_url) {
                 (Some(image), None) => Ok(Upload { images: vec![("image".to_string(), decode_base64(&image, "image")?)], options, url: None }),
                 (None, Some(url)) => Ok(Upload { images: Vec::new(), options, url: Some(url) }),
@@ -356,7 +403,12 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                     decode_base64(text, &name).map(|bytes| (name, bytes))
                 })
                 .collect::<Result<_, _>>()?;
-            let options = RawOptions { num_captions: request.num_captions, beam_size: request.beam_size, max_length: request.max_length };
+            let options = RawOptions {
+                num_captions: request.num_captions,
+                beam_size: request.beam_size,
+                max_length: request.max_length,
+                sampling: request.sampling,
+            };
             Ok(Upload { images, options, url: None })
         }
     }
@@ -401,6 +453,12 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
                 let bytes = field.bytes().await.map_err(field_error)?;
                 images.push((label, bytes.to_vec()));
             }
+            "sampling" => {
+                let text = field.text().await.map_err(field_error)?;
+                let sampling = serde_json::from_str(&text)
+                    .map_err(|e| ApiError::unprocessable(format!("`sampling` is not a sampling object ({{\"temperature\", \"top_k\", \"top_p\", \"seed\"}}): {e}")))?;
+                options.sampling = Some(sampling);
+            }
             "num_captions" | "beam_size" | "max_length" => {
                 let text = field.text().await.map_err(field_error)?;
                 let value = text
@@ -415,7 +473,7 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
             }
             other => {
                 return Err(ApiError::unprocessable(format!(
-                    "unknown form field {other:?}: expected image, num_captions, beam_size or max_length"
+                    "unknown form field {other:?}: expected image, num_captions, beam_size, max_length or sampling"
                 )));
             }
         }
@@ -438,7 +496,9 @@ pub(crate) async fn caption_images(
     let mut misses = Vec::new();
     for (index, (name, bytes)) in images.iter().enumerate() {
         let key = CacheKey { image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
-        match state.cache.get(&key) {
+        // Unseeded sampling is new every time: never answered from the cache.
+        let cached = if options.cacheable() { state.cache.get(&key) } else { None };
+        match cached {
             Some(captions) => {
                 state.metrics.cache_hit();
                 results[index] = Some((captions, true));
@@ -475,7 +535,9 @@ pub(crate) async fn caption_images(
     for (index, key, receiver) in waiting {
         let captions =
             receiver.await.map_err(|_| ApiError::unavailable("the model stopped before answering"))?.map_err(ApiError::internal)?;
-        state.cache.insert(key, captions.clone());
+        if options.cacheable() {
+            state.cache.insert(key, captions.clone());
+        }
         results[index] = Some((captions, false));
     }
     results.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::internal("an image got no result"))

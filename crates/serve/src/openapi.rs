@@ -11,7 +11,13 @@ fn options() -> Value {
     json!({
         "num_captions": {"type": "integer", "minimum": 1, "description": "Captions per image, best first; at most beam_size (default from serve.yaml)."},
         "beam_size": {"type": "integer", "minimum": 1, "description": "Beams per image, 1 = greedy; at most decoding.max_beam_size (default decoding.default_beam_size)."},
-        "max_length": {"type": "integer", "minimum": 1, "description": "Most words per caption; at most the model's own maximum (the default)."}
+        "max_length": {"type": "integer", "minimum": 1, "description": "Most words per caption; at most the model's own maximum (the default)."},
+        "sampling": {"type": "object", "additionalProperties": false, "description": "Draw num_captions captions instead of a beam search (leave out beam_size). Cached only with a seed.", "properties": {
+            "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+            "top_k": {"type": "integer", "minimum": 0, "default": 0, "description": "0 = all tokens."},
+            "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1.0},
+            "seed": {"type": "integer", "minimum": 0, "description": "Same seed, image and options: same captions."}
+        }}
     })
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use caption_data::TextEncoder;
 use caption_data::image::ImageConfig;
-use caption_model::{BeamSearchConfig, Captioner, CheckpointError, DecodeStrategy, DeviceSpec, load_checkpoint};
+use caption_model::{BeamSearchConfig, Captioner, CheckpointError, DecodeStrategy, DeviceSpec, SamplingConfig, load_checkpoint};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -28,13 +28,56 @@ use crate::registry::Version;
 pub struct DecodeOptions {
     /// 1 = greedy decoding.
     pub beam_size: usize,
+    /// Beam search: the best `num_captions` beams; sampling: this many draws.
     pub num_captions: usize,
     /// Most words per caption (at most the model's own maximum).
     pub max_length: usize,
+    /// Draw captions instead of searching for the likeliest.
+    pub sampling: Option<SamplingOptions>,
+}
+
+/// A request's sampling settings. The floats are kept as bits so that options can key the
+/// cache and group requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SamplingOptions {
+    temperature_bits: u64,
+    pub top_k: usize,
+    top_p_bits: u64,
+    pub seed: u64,
+    /// Whether the client chose the seed: only then is the result reproducible and cached.
+    pub seeded: bool,
+}
+
+impl SamplingOptions {
+    pub fn new(temperature: f64, top_k: usize, top_p: f64, seed: u64, seeded: bool) -> Self {
+        SamplingOptions { temperature_bits: temperature.to_bits(), top_k, top_p_bits: top_p.to_bits(), seed, seeded }
+    }
+
+    pub fn temperature(&self) -> f64 {
+        f64::from_bits(self.temperature_bits)
+    }
+
+    pub fn top_p(&self) -> f64 {
+        f64::from_bits(self.top_p_bits)
+    }
 }
 
 impl DecodeOptions {
+    /// Whether the same image with these options always gets the same captions.
+    pub fn cacheable(&self) -> bool {
+        self.sampling.is_none_or(|s| s.seeded)
+    }
+
     fn strategy(self) -> DecodeStrategy {
+        if let Some(sampling) = self.sampling {
+            return DecodeStrategy::Sample(SamplingConfig {
+                temperature: sampling.temperature(),
+                top_k: sampling.top_k,
+                top_p: sampling.top_p(),
+                seed: sampling.seed,
+                num_samples: self.num_captions,
+            });
+        }
         if self.beam_size == 1 {
             DecodeStrategy::Greedy
         } else {
@@ -176,7 +219,14 @@ fn run<B: Backend>(
         // Requests that gave up need no captions.
         let mut pending: Vec<Job> = batch.into_iter().filter(|job| !job.reply.is_closed()).collect();
         while let Some(options) = pending.first().map(|job| job.options) {
-            let (group, rest): (Vec<Job>, Vec<Job>) = pending.into_iter().partition(|job| job.options == options);
+            // Sampling draws per row of the batch, so a sampled image is decoded alone: its
+            // captions then depend on the image and the seed only, never on its batch-mates.
+            let (group, rest): (Vec<Job>, Vec<Job>) = if options.sampling.is_some() {
+                let mut jobs = pending.into_iter();
+                (jobs.next().into_iter().collect(), jobs.collect())
+            } else {
+                pending.into_iter().partition(|job| job.options == options)
+            };
             pending = rest;
             settings.metrics.observe_batch(group.len());
             let pixels: Vec<&[f32]> = group.iter().map(|job| job.pixels.as_slice()).collect();

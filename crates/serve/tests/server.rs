@@ -435,3 +435,47 @@ fn a_promotion_under_continuous_load_fails_no_request() {
     assert!(replies[..first_v2].iter().all(|(_, id)| id == "tiny-v1"), "unexpected version before the swap");
     assert!(replies[first_v2..].iter().all(|(_, id)| id == "tiny-v2"), "responses went back to tiny-v1 after the swap");
 }
+
+#[test]
+fn sampling_draws_captions_reproducibly_with_a_seed() {
+    let fixture = start(|_| {});
+    let address = fixture.address();
+    let key = Some(fixture.key.as_str());
+    let image = base64(&png(32, 32, [120, 40, 200]));
+    let sample = |sampling: serde_json::Value, extra: serde_json::Value| {
+        let mut body = json!({"image": image, "sampling": sampling, "num_captions": 3});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post_json(address, "/api/v1/caption", key, &body)
+    };
+
+    let first = sample(json!({"seed": 7, "temperature": 1.5}), json!({}));
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first = first.json();
+    assert_eq!(first["captions"].as_array().unwrap().len(), 3, "num_captions draws");
+    let again = sample(json!({"seed": 7, "temperature": 1.5}), json!({})).json();
+    assert_eq!((again["cached"].as_bool(), &again["captions"]), (Some(true), &first["captions"]));
+    // Seeds change the draws (the tiny random model spreads its probability widely).
+    let drawn: std::collections::BTreeSet<String> =
+        (0..6).map(|seed| sample(json!({"seed": seed, "temperature": 1.5}), json!({})).json()["captions"].to_string()).collect();
+    assert!(drawn.len() > 1, "{drawn:?}");
+    // Without a seed: drawn afresh, never from the cache.
+    for _ in 0..2 {
+        assert_eq!(sample(json!({}), json!({})).json()["cached"], false);
+    }
+    // Nucleus and top-k narrow the choice; top_k 1 is greedy decoding.
+    let greedy = post_json(address, "/api/v1/caption", key, &json!({"image": image, "beam_size": 1})).json();
+    let top1 = sample(json!({"top_k": 1, "seed": 3}), json!({"num_captions": 1})).json();
+    assert_eq!(top1["captions"][0]["text"], greedy["captions"][0]["text"]);
+
+    for (sampling, extra, needle) in [
+        (json!({"temperature": 0}), json!({}), "temperature"),
+        (json!({"top_p": 1.5}), json!({}), "top_p"),
+        (json!({"seed": 1}), json!({"beam_size": 3}), "beam_size"),
+        (json!({"seed": 1}), json!({"num_captions": 0}), "num_captions"),
+        (json!({"temprature": 1}), json!({}), "unknown field"),
+    ] {
+        let reply = sample(sampling.clone(), extra);
+        assert_eq!(reply.status, 422, "{sampling}: {}", reply.text());
+        assert!(reply.error().contains(needle), "{sampling}: {}", reply.error());
+    }
+}
