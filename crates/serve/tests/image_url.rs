@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 
 use caption_serve::config::{ImageUrlConfig, RateLimitConfig};
-use caption_serve::{ServeConfig, Server, ServerOptions, keys, registry};
+use caption_serve::{ServeConfig, Server, ServerOptions, keys};
 use common::{base64, png, post_json};
 use serde_json::json;
 
@@ -46,10 +46,7 @@ fn image_host() -> SocketAddr {
 }
 
 fn start(dir: &std::path::Path, image_url: ImageUrlConfig) -> (Server, String) {
-    let checkpoint = dir.join("checkpoint");
-    common::write_checkpoint(&checkpoint, "tiny", 0.5);
-    let registry = dir.join("registry");
-    registry::promote(&registry, &checkpoint, None).unwrap();
+    let registry = common::registry_with_tiny_model(dir);
     let keys_file = dir.join("keys.json");
     let key = keys::add_key(&keys_file, "tester").unwrap();
     let config = ServeConfig {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use caption_data::{CaptionDataset, DataConfig, DataFormat, Split, SplitSource};
@@ -139,10 +139,7 @@ fn load_export(out: &Path) -> CaptionDataset {
 #[test]
 fn feedback_is_checked_stored_and_exported_as_a_dataset_the_loaders_read() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("checkpoint");
-    common::write_checkpoint(&checkpoint, "tiny", 0.5);
-    let registry = dir.path().join("registry");
-    registry::promote(&registry, &checkpoint, None).unwrap();
+    let registry = common::registry_with_tiny_model(dir.path());
     let keys_file = dir.path().join("keys.json");
     let key = keys::add_key(&keys_file, "tester").unwrap();
     let key = Some(key.as_str());
@@ -219,10 +216,7 @@ fn feedback_is_checked_stored_and_exported_as_a_dataset_the_loaders_read() {
 #[test]
 fn with_feedback_disabled_nothing_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("checkpoint");
-    common::write_checkpoint(&checkpoint, "tiny", 0.5);
-    let registry: PathBuf = dir.path().join("registry");
-    registry::promote(&registry, &checkpoint, None).unwrap();
+    let registry = common::registry_with_tiny_model(dir.path());
     let keys_file = dir.path().join("keys.json");
     let key = keys::add_key(&keys_file, "tester").unwrap();
     let mut config = config(&keys_file);

@@ -27,10 +27,7 @@ impl Fixture {
 /// A registry with one promoted tiny model, a key, and a server on it.
 fn start(configure: impl FnOnce(&mut ServeConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("checkpoint");
-    common::write_checkpoint(&checkpoint, "tiny", 0.5);
-    let registry = dir.path().join("registry");
-    registry::promote(&registry, &checkpoint, None).unwrap();
+    let registry = common::registry_with_tiny_model(dir.path());
     let keys_file = dir.path().join("keys.json");
     let key = keys::add_key(&keys_file, "tester").unwrap();
     let mut config = ServeConfig { port: 0, keys_file: Some(keys_file), ..Default::default() };
@@ -314,10 +311,7 @@ fn models_lists_versions_and_a_rollback_is_served_after_restart() {
 #[test]
 fn start_up_problems_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("checkpoint");
-    common::write_checkpoint(&checkpoint, "tiny", 0.5);
-    let registry = dir.path().join("registry");
-    registry::promote(&registry, &checkpoint, None).unwrap();
+    let registry = common::registry_with_tiny_model(dir.path());
 
     // Auth on, no keys file.
     let config = ServeConfig { port: 0, ..Default::default() };

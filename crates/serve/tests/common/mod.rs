@@ -26,6 +26,15 @@ pub fn write_checkpoint(dir: &Path, run_name: &str, cider: f64) -> TextEncoder {
     text
 }
 
+/// `dir/registry` with the tiny checkpoint (written to `dir/checkpoint`) promoted as `tiny-v1`.
+pub fn registry_with_tiny_model(dir: &Path) -> std::path::PathBuf {
+    let checkpoint = dir.join("checkpoint");
+    write_checkpoint(&checkpoint, "tiny", 0.5);
+    let registry = dir.join("registry");
+    caption_serve::registry::promote(&registry, &checkpoint, None).unwrap();
+    registry
+}
+
 /// A `width x height` PNG of one colour.
 pub fn png(width: u32, height: u32, colour: [u8; 3]) -> Vec<u8> {
     let mut bytes = Vec::new();
