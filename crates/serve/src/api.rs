@@ -579,17 +579,13 @@ pub(crate) async fn record_requests(
         store.record_requests(&borrowed, retain)
     })
     .await;
-    match written {
-        Ok(Ok(())) => ids.into_iter().map(Some).collect(),
-        Ok(Err(e)) => {
-            eprintln!("caption serve: cannot record the request for feedback: {e}");
-            vec![None; images.len()]
-        }
-        Err(e) => {
-            eprintln!("caption serve: cannot record the request for feedback: {e}");
-            vec![None; images.len()]
-        }
-    }
+    let failure = match written {
+        Ok(Ok(())) => return ids.into_iter().map(Some).collect(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("caption serve: cannot record the request for feedback: {failure}");
+    vec![None; images.len()]
 }
 
 /// SHA-256 in lowercase hex: how feedback and the database name an image.

@@ -368,14 +368,13 @@ impl Store {
 
     /// Jobs per state (every state listed, 0 when none).
     pub fn job_counts(&self) -> Result<Vec<(JobState, u64)>> {
-        self.with(|c| {
-            let mut counts = Vec::new();
-            for state in [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed] {
-                let n: i64 = c.query_row("SELECT COUNT(*) FROM jobs WHERE state = ?1", params![state.as_str()], |row| row.get(0))?;
-                counts.push((state, n as u64));
-            }
-            Ok(counts)
-        })
+        let found = self.with(|c| {
+            let mut select = c.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+            let rows = select.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let count = |state: JobState| found.iter().filter(|(s, _)| s == state.as_str()).map(|(_, n)| *n as u64).sum();
+        Ok([JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed].into_iter().map(|s| (s, count(s))).collect())
     }
 
     /// Puts a claimed job back in the queue (the model was busy or gone).
