@@ -13,6 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use caption_model::decoder::{CaptionDecoder, Decoder, doubly_stochastic_penalty};
 use caption_model::decoding::{BeamSearchConfig, DecodeStrategy};
+use caption_model::encoder::EncoderOutput;
 use caption_model::{Captioner, CaptionerConfig};
 use common::*;
 
@@ -74,6 +75,35 @@ fn teacher_forcing_trains_every_decoder_parameter() {
         let mut visitor = WithoutGrad::<AD> { grads: &grads, path: Vec::new(), missing: Vec::new(), seen: 0 };
         decoder.visit(&mut visitor);
         assert!(visitor.seen > 8, "{name}: {} parameters", visitor.seen);
+        assert!(visitor.missing.is_empty(), "{name}: no gradient for {:?}", visitor.missing);
+    }
+}
+
+/// Under autodiff burn always applies dropout; `without_dropout` scores like inference (what the
+/// self-critical loss needs) while its gradients still reach the original decoder's parameters.
+#[test]
+fn without_dropout_scores_like_inference_and_still_trains() {
+    let device = Default::default();
+    for (name, config) in decoder_configs() {
+        let decoder: Decoder<AD> = config.init(FEATURES, VOCAB, &device).unwrap();
+        let features = features::<AD>(2, &device);
+        let (inputs, targets) = batch::<AD>(&device);
+        let plain = EncoderOutput { regions: features.regions.clone().inner(), pooled: features.pooled.clone().inner() };
+        let inference = floats(decoder.valid().forward(&plain, inputs.clone().inner()).logits);
+        let largest_difference = |logits: Vec<f32>| logits.iter().zip(&inference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+
+        let with_dropout = decoder.forward(&features, inputs.clone()).logits;
+        assert!(largest_difference(floats(with_dropout.inner())) > 1e-3, "{name}: dropout should change the training logits");
+
+        let logits = decoder.without_dropout().forward(&features, inputs).logits;
+        assert!(largest_difference(floats(logits.clone().inner())) < 1e-5, "{name}: without dropout the logits are the inference ones");
+        let loss = CrossEntropyLossConfig::new()
+            .with_pad_tokens(Some(vec![0]))
+            .init(&device)
+            .forward(logits.reshape([10, VOCAB]), targets.reshape([10]));
+        let grads = loss.backward();
+        let mut visitor = WithoutGrad::<AD> { grads: &grads, path: Vec::new(), missing: Vec::new(), seen: 0 };
+        decoder.visit(&mut visitor);
         assert!(visitor.missing.is_empty(), "{name}: no gradient for {:?}", visitor.missing);
     }
 }

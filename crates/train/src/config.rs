@@ -249,6 +249,12 @@ pub struct TrainConfig {
     pub device: DeviceSpec,
     /// Where run directories are created.
     pub output_dir: PathBuf,
+    /// Start from this checkpoint's weights and vocabulary instead of a fresh model (a checkpoint
+    /// directory, or a run directory: its `checkpoints/best`), as ImageCaptioning.pytorch's
+    /// `--start_from`; the optimizer, schedule and epochs start anew. The `model:` section must
+    /// describe the checkpoint's architecture. Typical use: self-critical training of a
+    /// cross-entropy model (`scst.after_epoch: 0`).
+    pub init_from: Option<PathBuf>,
     pub epochs: usize,
     /// Images per optimiser step; each brings `captions_per_image` captions.
     pub batch_size: usize,
@@ -321,6 +327,7 @@ impl Default for TrainConfig {
         TrainConfig {
             device: DeviceSpec::Cpu,
             output_dir: PathBuf::from("experiments"),
+            init_from: None,
             epochs: 20,
             batch_size: 32,
             captions_per_image: 0,

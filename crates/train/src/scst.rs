@@ -9,8 +9,8 @@
 //! samples (`baseline: mean`, Luo 2020). The loss is the REINFORCE estimate
 //! `-(r - b) · log p(w_t | w_<t, I)` summed over each sample's tokens (its `<eos>` included)
 //! and averaged over all tokens, as ImageCaptioning.pytorch's `RewardCriterion`; the
-//! log-probabilities come from one teacher-forced pass over the samples, so the gradient is
-//! exactly that of the sampled tokens.
+//! log-probabilities come from one teacher-forced pass over the samples, with dropout off as
+//! when they were drawn, so the gradient is exactly that of the sampled tokens' probability.
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;

@@ -358,7 +358,9 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     let rows = rollout.row_image.len();
     let features = select_rows(features, rollout.row_image.clone());
     let inputs = Tensor::<A<B>, 2, Int>::from_data(TensorData::new(rollout.inputs.clone(), [rows, rollout.length]), device);
-    let DecoderOutput { logits, .. } = model.decoder.forward(&features, inputs);
+    // The samples were drawn with dropout off: score them under that same policy, so the
+    // gradient is that of their probability and not of a dropout-perturbed one.
+    let DecoderOutput { logits, .. } = model.decoder.without_dropout().forward(&features, inputs);
     let loss = scst::policy_loss(logits, &rollout, tokens.pad);
     let value = loss.clone().inner().into_scalar().elem::<f32>() as f64;
     if !value.is_finite() {
@@ -398,8 +400,12 @@ fn samples_of(dataset: &CaptionDataset, split: Split, limit: usize) -> Vec<&Samp
 }
 
 /// The vocabulary of the training captions and a freshly initialised captioner (seeded by
-/// `config.seed`), its encoder loaded from `model.encoder.weights` when given.
+/// `config.seed`), its encoder loaded from `model.encoder.weights` when given; or, with
+/// `train.init_from`, that checkpoint's vocabulary and weights.
 fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: &B::Device) -> Result<(TextEncoder, Captioner<Autodiff<B>>)> {
+    if let Some(path) = &config.train.init_from {
+        return initial_checkpoint::<B>(config, path, device);
+    }
     let captions: Vec<&str> = train_samples.iter().flat_map(|s| s.captions.iter().map(String::as_str)).collect();
     let text = TextEncoder::build(&config.data.vocab, &captions).context("building the vocabulary")?;
     B::seed(device, config.seed);
@@ -412,6 +418,29 @@ fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: 
         model.encoder = encoder.apply_finetune(config.model.encoder.finetune);
     }
     Ok((text, model))
+}
+
+/// `train.init_from`: the checkpoint at `path` (a checkpoint directory, or a run directory whose
+/// `checkpoints/best` is taken), checked against the `model:` section.
+fn initial_checkpoint<B: Backend>(config: &RunConfig, path: &Path, device: &B::Device) -> Result<(TextEncoder, Captioner<Autodiff<B>>)> {
+    let best = path.join(CHECKPOINTS_DIR).join(run_dir::BEST);
+    let dir = if best.is_dir() { best } else { path.to_path_buf() };
+    let checkpoint =
+        load_checkpoint::<Autodiff<B>>(&dir, device).with_context(|| format!("`train.init_from`: cannot start from {}", dir.display()))?;
+    let expected = config.model.captioner_config(&checkpoint.text);
+    if checkpoint.model.config() != &expected {
+        bail!(
+            "`train.init_from`: the checkpoint {} is a different model from the `model:` section of the config \
+             (checkpoint: {:?}; config: {:?}); make the `model:` section describe the checkpoint",
+            dir.display(),
+            checkpoint.model.config(),
+            expected
+        );
+    }
+    println!("model: starting from {} ({} words in its vocabulary)", dir.display(), checkpoint.text.vocab_size());
+    let mut model = checkpoint.model;
+    model.encoder = model.encoder.apply_finetune(config.model.encoder.finetune);
+    Ok((checkpoint.text, model))
 }
 
 /// Whether training reads cached encoder features rather than images: the whole encoder is

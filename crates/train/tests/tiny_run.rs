@@ -281,6 +281,53 @@ fn scst_epochs_train_on_cider_rewards() {
     assert!(err.contains("scst.after_epoch"), "{err}");
 }
 
+/// The largest difference between two checkpoints' weights, read as f32 (every tensor of a
+/// captioner is f32); panics when they hold different tensors.
+fn largest_weight_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let floats = |bytes: &[u8]| bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    a.iter().flat_map(|(name, value)| floats(value).into_iter().zip(floats(&b[name]))).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn init_from_starts_from_a_checkpoint() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(root.path());
+    config.model.encoder.finetune = caption_model::Finetune::Frozen;
+    config.train.feature_cache_dir = root.path().join("features");
+    config.train.epochs = 1;
+    config.train.test = false;
+    let first = train(TrainJob::new(config.clone())).unwrap();
+
+    // Self-critical training from the first run's best checkpoint, at a learning rate too small
+    // to move any weight: the second run ends where the first one's best checkpoint is.
+    let mut second = config.clone();
+    second.seed = 8; // a fresh model would be another one
+    second.train.output_dir = root.path().join("second");
+    second.train.init_from = Some(first.run_dir.clone());
+    second.scst = caption_train::ScstConfig { enabled: true, after_epoch: 0, samples_per_image: 2, lr: 1e-30, ..Default::default() };
+    let summary = train(TrainJob::new(second.clone())).unwrap();
+    let lines = read_lines(&summary.run_dir.join("metrics.jsonl"));
+    assert!(lines.iter().any(|l| l["kind"] == "train" && l["scst_reward"].is_number()), "no SCST step was logged");
+    let difference = largest_weight_difference(&first.run_dir.join("checkpoints/best"), &summary.run_dir.join("checkpoints/last"));
+    assert!(difference < 1e-6, "the second run did not start from the first one's weights (difference {difference})");
+    assert_eq!(val_lines(&summary.run_dir)[0].1, val_lines(&first.run_dir)[0].1);
+
+    // Another architecture, or no checkpoint there: a clear error naming the setting.
+    let mut other = second.clone();
+    if let DecoderSection::AttentionLstm(lstm) = &mut other.model.decoder {
+        lstm.hidden_size = 12;
+    }
+    let err = format!("{:#}", train(TrainJob::new(other)).unwrap_err());
+    assert!(err.contains("train.init_from") && err.contains("model:"), "{err}");
+    let mut missing = second;
+    missing.train.init_from = Some(root.path().join("no-such-run"));
+    let err = format!("{:#}", train(TrainJob::new(missing)).unwrap_err());
+    assert!(err.contains("train.init_from") && err.contains("no-such-run"), "{err}");
+}
+
 #[test]
 fn frozen_encoder_trains_from_cached_features() {
     let _serial = serial();

@@ -172,6 +172,13 @@ struct StepOutput<B: Backend> {
 }
 
 impl<B: Backend> AttentionLstm<B> {
+    /// This decoder with its dropout off (see [`super::Decoder::without_dropout`]).
+    pub fn without_dropout(&self) -> Self {
+        let mut decoder = self.clone();
+        decoder.dropout.prob = 0.0;
+        decoder
+    }
+
     /// One step from embedded inputs `[N, E]`.
     fn step_embedded(&self, embedded: Tensor<B, 2>, state: AttentionLstmState<B>) -> (StepOutput<B>, AttentionLstmState<B>) {
         let AttentionLstmState { hidden, cell, regions, projected } = state;

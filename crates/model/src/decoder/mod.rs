@@ -196,6 +196,18 @@ impl<B: Backend> DecoderState<B> for AnyDecoderState<B> {
     }
 }
 
+impl<B: Backend> Decoder<B> {
+    /// The same decoder, sharing its parameters (gradients still reach them), with every
+    /// dropout off. Under autodiff burn always applies dropout; a pass that must score exactly
+    /// the policy that drew a sample (the self-critical loss) runs on this copy instead.
+    pub fn without_dropout(&self) -> Self {
+        match self {
+            Decoder::AttentionLstm(decoder) => Decoder::AttentionLstm(decoder.without_dropout()),
+            Decoder::Transformer(decoder) => Decoder::Transformer(decoder.without_dropout()),
+        }
+    }
+}
+
 impl<B: Backend> CaptionDecoder<B> for Decoder<B> {
     type State = AnyDecoderState<B>;
 

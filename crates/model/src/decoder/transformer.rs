@@ -286,6 +286,20 @@ impl<B: Backend> DecoderLayer<B> {
 }
 
 impl<B: Backend> TransformerDecoder<B> {
+    /// This decoder with every dropout off: input, memory, attention weights, feed-forward and
+    /// residual (see [`super::Decoder::without_dropout`]).
+    pub fn without_dropout(&self) -> Self {
+        let mut decoder = self.clone();
+        decoder.dropout.prob = 0.0;
+        for layer in &mut decoder.layers {
+            layer.dropout.prob = 0.0;
+            layer.self_attention.dropout.prob = 0.0;
+            layer.cross_attention.dropout.prob = 0.0;
+            layer.feed_forward.dropout.prob = 0.0;
+        }
+        decoder
+    }
+
     /// Embedded input tokens `[N, T]` at positions `start..start + T`.
     fn embed(&self, tokens: Tensor<B, 2, Int>, start: usize) -> Tensor<B, 3> {
         let t = tokens.dims()[1];
