@@ -52,8 +52,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let Some(split) = Split::parse(&args.split) else {
         bail!("--split {}: expected train, val (or dev) or test", args.split);
     };
-    let best = args.checkpoint.join("checkpoints").join("best");
-    let checkpoint = if best.is_dir() { best } else { args.checkpoint.clone() };
+    let checkpoint = caption_train::run_dir::resolve_checkpoint(&args.checkpoint);
     // A missing or incomplete checkpoint is reported before anything else is loaded.
     caption_model::read_checkpoint_info(&checkpoint).with_context(|| format!("loading {}", checkpoint.display()))?;
     let run_dir = run_dir_of(&checkpoint);

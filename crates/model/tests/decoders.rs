@@ -49,6 +49,13 @@ impl<A: AutodiffBackend> ModuleVisitor<A> for WithoutGrad<'_, A> {
     }
 }
 
+/// How many parameters `decoder` has, and the paths of those `grads` holds no gradient for.
+fn parameters_without_gradient(decoder: &Decoder<AD>, grads: &<AD as AutodiffBackend>::Gradients) -> (usize, Vec<String>) {
+    let mut visitor = WithoutGrad::<AD> { grads, path: Vec::new(), missing: Vec::new(), seen: 0 };
+    decoder.visit(&mut visitor);
+    (visitor.seen, visitor.missing)
+}
+
 #[test]
 fn teacher_forcing_trains_every_decoder_parameter() {
     let device = Default::default();
@@ -71,11 +78,9 @@ fn teacher_forcing_trains_every_decoder_parameter() {
         };
         let value = loss.clone().into_scalar().elem::<f32>();
         assert!(value.is_finite() && value > 0.0, "{name}: loss {value}");
-        let grads = loss.backward();
-        let mut visitor = WithoutGrad::<AD> { grads: &grads, path: Vec::new(), missing: Vec::new(), seen: 0 };
-        decoder.visit(&mut visitor);
-        assert!(visitor.seen > 8, "{name}: {} parameters", visitor.seen);
-        assert!(visitor.missing.is_empty(), "{name}: no gradient for {:?}", visitor.missing);
+        let (seen, missing) = parameters_without_gradient(&decoder, &loss.backward());
+        assert!(seen > 8, "{name}: {seen} parameters");
+        assert!(missing.is_empty(), "{name}: no gradient for {missing:?}");
     }
 }
 
@@ -101,10 +106,8 @@ fn without_dropout_scores_like_inference_and_still_trains() {
             .with_pad_tokens(Some(vec![0]))
             .init(&device)
             .forward(logits.reshape([10, VOCAB]), targets.reshape([10]));
-        let grads = loss.backward();
-        let mut visitor = WithoutGrad::<AD> { grads: &grads, path: Vec::new(), missing: Vec::new(), seen: 0 };
-        decoder.visit(&mut visitor);
-        assert!(visitor.missing.is_empty(), "{name}: no gradient for {:?}", visitor.missing);
+        let (_, missing) = parameters_without_gradient(&decoder, &loss.backward());
+        assert!(missing.is_empty(), "{name}: no gradient for {missing:?}");
     }
 }
 

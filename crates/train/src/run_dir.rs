@@ -29,6 +29,14 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const LAST: &str = "last";
 pub const BEST: &str = "best";
+
+/// The checkpoint a user names by `path`: a run directory stands for its `checkpoints/best`,
+/// anything else is taken as a checkpoint directory (`caption eval --checkpoint`,
+/// `train.init_from`).
+pub fn resolve_checkpoint(path: &Path) -> PathBuf {
+    let best = path.join(CHECKPOINTS_DIR).join(BEST);
+    if best.is_dir() { best } else { path.to_path_buf() }
+}
 /// TensorBoard event files (`tensorboard --logdir experiments/`).
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 

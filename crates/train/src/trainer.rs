@@ -423,8 +423,7 @@ fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: 
 /// `train.init_from`: the checkpoint at `path` (a checkpoint directory, or a run directory whose
 /// `checkpoints/best` is taken), checked against the `model:` section.
 fn initial_checkpoint<B: Backend>(config: &RunConfig, path: &Path, device: &B::Device) -> Result<(TextEncoder, Captioner<Autodiff<B>>)> {
-    let best = path.join(CHECKPOINTS_DIR).join(run_dir::BEST);
-    let dir = if best.is_dir() { best } else { path.to_path_buf() };
+    let dir = run_dir::resolve_checkpoint(path);
     let checkpoint =
         load_checkpoint::<Autodiff<B>>(&dir, device).with_context(|| format!("`train.init_from`: cannot start from {}", dir.display()))?;
     let expected = config.model.captioner_config(&checkpoint.text);
