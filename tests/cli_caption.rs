@@ -76,3 +76,39 @@ fn a_truncated_checkpoint_or_a_bad_image_is_one_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("model.safetensors") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_run_directory_stands_for_its_best_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    write_checkpoint(&run.join("checkpoints").join("best"));
+    let image = dir.path().join("red.png");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([220, 30, 30])).save(&image).unwrap();
+    let out = caption(&["caption", "--checkpoint", run.to_str().unwrap(), "--beam-size", "1", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+/// Without the `cuda` feature, or with it on a machine with no NVIDIA driver (CI), asking for
+/// CUDA is one message that says what to do, not a panic from the backend's device thread.
+#[test]
+fn an_unusable_cuda_device_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    write_checkpoint(&checkpoint);
+    let image = dir.path().join("red.png");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([220, 30, 30])).save(&image).unwrap();
+    let out = caption(&["caption", "--checkpoint", checkpoint.to_str().unwrap(), "--device", "cuda:7", image.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // A machine with eight or more GPUs and a CUDA build: nothing to check here.
+        return;
+    }
+    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
+    assert!(stderr.contains("cuda:7"), "{stderr}");
+    assert!(
+        stderr.contains("--features cuda") || stderr.contains("--device cpu") || stderr.contains("CUDA device(s)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

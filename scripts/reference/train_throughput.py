@@ -8,7 +8,7 @@ numbers measure compute, not data loading. A frozen encoder with the feature cac
 decoder alone on features of the encoder's grid shape, as `caption train` does.
 
 usage: python train_throughput.py --config configs/shapes.yaml [--steps 20] [--vocab 59]
-                                  [--length 12] [--captions 5] [--device cpu|cuda]
+                                  [--length 12] [--captions 5] [--batch N] [--device cpu|cuda]
 Prints one JSON line (first step not timed), like `caption train --benchmark`.
 """
 import argparse
@@ -27,6 +27,7 @@ p.add_argument("--steps", type=int, default=20)
 p.add_argument("--vocab", type=int, default=59, help="vocabulary size (the run's log prints it)")
 p.add_argument("--length", type=int, default=12, help="tokens per caption row, <bos> included")
 p.add_argument("--captions", type=int, default=5, help="captions per image when captions_per_image is 0")
+p.add_argument("--batch", type=int, help="images per step instead of the config's train.batch_size")
 p.add_argument("--device", default="cpu")
 a = p.parse_args()
 dev = torch.device(a.device)
@@ -35,7 +36,7 @@ model_cfg, train_cfg = config.get("model", {}), config.get("train", {})
 enc_cfg = model_cfg.get("encoder", {})
 dec_cfg = model_cfg.get("decoder", {"kind": "attention_lstm"})
 size = config.get("data", {}).get("image", {}).get("size", 224)
-batch = train_cfg.get("batch_size", 32)
+batch = a.batch or train_cfg.get("batch_size", 32)
 per_image = train_cfg.get("captions_per_image", 0) or a.captions
 finetune = enc_cfg.get("finetune", "frozen")
 network = enc_cfg.get("network", "resnet18")

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct CaptionArgs {
-    /// A checkpoint directory (`experiments/<run>/checkpoints/best`, or a registry version).
+    /// A checkpoint directory (`experiments/<run>/checkpoints/best`, or a registry version); a
+    /// run directory stands for its best checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Beams per image (1 = greedy).
@@ -68,7 +69,7 @@ pub fn run(args: CaptionArgs) -> Result<()> {
         })
     };
     let device: DeviceSpec = args.device.parse()?;
-    device.check_compiled()?;
+    device.check_available()?;
     let results = match device {
         DeviceSpec::Cpu => caption_images::<caption_model::FlexBackend>(&args, &strategy, &Default::default())?,
         #[cfg(feature = "cuda")]
@@ -76,7 +77,7 @@ pub fn run(args: CaptionArgs) -> Result<()> {
             caption_images::<caption_model::device::CudaBackend>(&args, &strategy, &device.cuda_device().expect("cuda"))?
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -91,13 +92,14 @@ pub fn run(args: CaptionArgs) -> Result<()> {
 }
 
 fn caption_images<B: Backend>(args: &CaptionArgs, strategy: &DecodeStrategy, device: &B::Device) -> Result<Vec<Captioned>> {
-    let checkpoint = load_checkpoint::<B>(&args.checkpoint, device)?;
+    let path = caption_train::run_dir::resolve_checkpoint(&args.checkpoint);
+    let checkpoint = load_checkpoint::<B>(&path, device)?;
     let preprocess = match &checkpoint.meta.preprocess {
         Some(preprocess) => preprocess.clone(),
         None => {
             eprintln!(
                 "warning: {} does not say how its images were prepared; using {}x{} with ImageNet normalisation",
-                args.checkpoint.display(),
+                path.display(),
                 ImageConfig::default().size,
                 ImageConfig::default().size
             );

@@ -67,7 +67,7 @@ fn parse() -> Result<Options, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    options.device.check_compiled().map_err(|e| e.to_string())?;
+    options.device.check_available().map_err(|e| e.to_string())?;
     Ok(options)
 }
 
@@ -95,7 +95,7 @@ fn main() {
             decoder_training::<burn::backend::Autodiff<C>>(&options, &device);
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
     }
 }
 

@@ -26,6 +26,8 @@ pub enum DeviceError {
     Unknown(String),
     #[error("device {0} needs a build with CUDA support: rebuild with `cargo build --release --features cuda`")]
     CudaNotCompiled(DeviceSpec),
+    #[error("device {device} cannot be used: {reason}")]
+    CudaUnavailable { device: DeviceSpec, reason: String },
 }
 
 impl FromStr for DeviceSpec {
@@ -78,6 +80,18 @@ impl DeviceSpec {
         }
     }
 
+    /// Whether the device can be used now: compiled in and, for CUDA, the NVIDIA driver, NVRTC
+    /// (CUDA's run-time compiler, which builds the kernels) and the GPU itself are there. Call it
+    /// before the first tensor: without it, a machine with no GPU fails inside the backend's
+    /// device thread with a panic instead of a message.
+    pub fn check_available(self) -> Result<(), DeviceError> {
+        self.check_compiled()?;
+        match self {
+            DeviceSpec::Cpu => Ok(()),
+            DeviceSpec::Cuda(ordinal) => cuda::probe(ordinal).map_err(|reason| DeviceError::CudaUnavailable { device: self, reason }),
+        }
+    }
+
     /// The backend's name for reports and run manifests.
     pub fn backend_name(self) -> &'static str {
         match self {
@@ -92,6 +106,60 @@ impl DeviceSpec {
             DeviceSpec::Cuda(n) => Some(burn::backend::cuda::CudaDevice::new(n)),
             DeviceSpec::Cpu => None,
         }
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::panic::{self, AssertUnwindSafe};
+
+    /// Starts the driver, counts the GPUs and asks NVRTC its version. cudarc loads libcuda and
+    /// libnvrtc on first use and panics when it cannot find them, so the probe runs under
+    /// `catch_unwind` with the panic message silenced, and the panic becomes a reason.
+    pub(super) fn probe(ordinal: usize) -> Result<(), String> {
+        let hook = panic::take_hook();
+        panic::set_hook(Box::new(|_| {}));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+            use cudarc::driver::result as driver;
+            driver::init().map_err(|e| format!("the NVIDIA driver did not start ({e})"))?;
+            let count = driver::device::get_count().map_err(|e| format!("cannot count the GPUs ({e})"))?;
+            if ordinal >= count.max(0) as usize {
+                return Err(format!("this machine has {count} CUDA device(s), numbered from 0"));
+            }
+            let (mut major, mut minor) = (0, 0);
+            unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+                .result()
+                .map_err(|e| format!("NVRTC did not answer ({e:?})"))?;
+            Ok(())
+        }));
+        panic::set_hook(hook);
+        outcome.unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            Err(if message.contains("\"nvrtc\"") {
+                "NVRTC (libnvrtc.so, CUDA's run-time compiler, from the CUDA toolkit or the \
+                 nvidia-cuda-nvrtc Python package) was not found: add its folder to LD_LIBRARY_PATH, \
+                 or use --device cpu"
+                    .to_string()
+            } else if message.contains("\"cuda\"") {
+                "the NVIDIA driver library (libcuda.so) was not found: this machine has no NVIDIA \
+                 driver, or its folder is not on LD_LIBRARY_PATH; use --device cpu"
+                    .to_string()
+            } else {
+                format!("CUDA failed to start: {message}")
+            })
+        })
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    /// Never reached: `check_compiled` refuses CUDA devices in builds without the feature.
+    pub(super) fn probe(_ordinal: usize) -> Result<(), String> {
+        Ok(())
     }
 }
 

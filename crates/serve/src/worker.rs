@@ -119,6 +119,8 @@ pub struct ModelInfo {
 pub enum WorkerError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Device(#[from] caption_model::device::DeviceError),
     #[error("cannot start the model thread: {0}")]
     Thread(String),
 }
@@ -150,6 +152,7 @@ impl ModelWorker {
         queue_capacity: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, WorkerError> {
+        device.check_available()?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
         let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Result<(ImageConfig, usize), WorkerError>>(1);
         let dir = version.dir(registry);

@@ -104,13 +104,13 @@ pub struct EvalJob {
 /// Decodes a split with a checkpoint, scores it and writes the evaluation files and reports
 /// into `job.out` (see [`write_eval_files`]).
 pub fn evaluate_checkpoint(job: &EvalJob) -> Result<TestReport> {
-    job.device.check_compiled()?;
+    job.device.check_available()?;
     match job.device {
         DeviceSpec::Cpu => evaluate_on::<caption_model::FlexBackend>(job, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => evaluate_on::<caption_model::device::CudaBackend>(job, job.device.cuda_device().expect("a CUDA device")),
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
     }
 }
 

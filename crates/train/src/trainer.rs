@@ -86,14 +86,14 @@ pub struct TrainSummary {
 pub fn train(job: TrainJob) -> Result<TrainSummary> {
     job.config.validate()?;
     let device = job.device.unwrap_or(job.config.train.device);
-    device.check_compiled()?;
+    device.check_available()?;
     set_threads(&job.config.train);
     match device {
         DeviceSpec::Cpu => run::<caption_model::FlexBackend>(job, device, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => run::<caption_model::device::CudaBackend>(job, device, device.cuda_device().expect("a CUDA device")),
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
     }
 }
 
@@ -498,14 +498,14 @@ pub fn benchmark(job: TrainJob, steps: usize) -> Result<Throughput> {
         bail!("--benchmark needs at least 1 step");
     }
     let device = job.device.unwrap_or(job.config.train.device);
-    device.check_compiled()?;
+    device.check_available()?;
     set_threads(&job.config.train);
     match device {
         DeviceSpec::Cpu => bench::<caption_model::FlexBackend>(&job.config, steps, device, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => bench::<caption_model::device::CudaBackend>(&job.config, steps, device, device.cuda_device().expect("a CUDA device")),
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!("checked by check_compiled"),
+        DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
     }
 }
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The CUDA path end to end on one NVIDIA GPU, and training throughput side by side with the
+# PyTorch twin (scripts/reference/train_throughput.py) on the same machine. Results are recorded
+# in docs/benchmarks.md.
+#
+#   scripts/bench/cuda.sh CAPTION_BIN FLICKR_DIR MOBILENETV2_WEIGHTS OUT_DIR [THROUGHPUT_BIN]
+#
+# CAPTION_BIN: a `cargo build --release --features cuda` binary. THROUGHPUT_BIN (optional): the
+# model's throughput example built the same way (`cargo build --release --workspace --features
+# caption/cuda --example throughput`), for encoder inference against torchvision. FLICKR_DIR: a Flickr8k-style
+# folder with Images/, Flickr8k.token.txt, train.txt and dev.txt (a few hundred images are
+# enough: the Flickr8k benchmark trains the decoder on cached features). Each step has its own
+# time limit and writes its log to OUT_DIR, so a failing step costs only its own time; the last
+# lines printed are a summary table.
+set -u
+bin=$1 flickr=$2 weights=$3 out=$4 throughput=${5:-}
+mkdir -p "$out"
+summary=$out/summary.txt
+: >"$summary"
+
+# NVRTC and the CUDA headers come from the toolkit when there is one, else from pip's wheels.
+for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$dir" ] && export LD_LIBRARY_PATH=$dir:${LD_LIBRARY_PATH:-}
+done
+nvrtc=$(python3 -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))' 2>/dev/null)
+[ -n "$nvrtc" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$nvrtc
+[ -d /usr/local/cuda ] && export CUDA_PATH=/usr/local/cuda
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+    nproc
+    python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} >"$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+# step NAME SECONDS COMMAND...: run one step under a time limit, log it, note its status and time.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    printf '%-28s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$summary"
+    tail -n 4 "$out/$name.log"
+}
+
+flickr=(--set data.annotations="$flickr/Flickr8k.token.txt" --set data.images="$flickr/Images"
+        --set data.train.list="$flickr/train.txt" --set data.val.list="$flickr/dev.txt"
+        --set data.test.list="$flickr/dev.txt" --set model.encoder.weights="$weights")
+att=configs/flickr8k_mobilenetv2_attention.yaml
+tfm=configs/flickr8k_mobilenetv2_transformer.yaml
+
+# 1. Training throughput, burn on CUDA then PyTorch on CUDA, same model and tensor shapes.
+step shapes_bench_cuda 120 "$bin" train --config configs/shapes.yaml --device cuda --benchmark 40
+step shapes_bench_torch 60 python3 scripts/reference/train_throughput.py --config configs/shapes.yaml --steps 40 --vocab 59 --length 20 --device cuda
+step flickr_att_bench_cuda 180 "$bin" train --config $att "${flickr[@]}" --device cuda --benchmark 40
+step flickr_att_bench_torch 60 python3 scripts/reference/train_throughput.py --config $att --steps 40 --vocab 318 --length 17 --device cuda
+# 2. The README main job on CUDA: generate the synthetic set, train, validate, test, report.
+step shapes_train_cuda 240 "$bin" train --config configs/shapes.yaml --device cuda
+run=$(ls -d experiments/shapes-* 2>/dev/null | tail -n 1)
+if [ -n "$run" ]; then
+    step shapes_caption_cuda 60 "$bin" caption --checkpoint "$run" --device cuda --beam-size 3 \
+        $(ls datasets/shapes/images/test/*.png 2>/dev/null | head -n 4)
+    cp "$run/metrics.jsonl" "$run/manifest.json" "$out/" 2>/dev/null
+fi
+step flickr_att_b128_cuda 120 "$bin" train --config $att "${flickr[@]}" --set train.batch_size=128 --device cuda --benchmark 20
+step flickr_att_b128_torch 60 python3 scripts/reference/train_throughput.py --config $att --batch 128 --steps 20 --vocab 318 --length 17 --device cuda
+# 3. Encoder inference (frozen-encoder feature extraction), burn vs torchvision, batch 64.
+if [ -n "$throughput" ]; then
+    for encoder in mobilenet_v2 resnet101; do
+        step ${encoder}_infer_cuda 90 "$throughput" --device cuda --encoder $encoder --batch 64 --iters 10 --decoder-batch 160 --vocab 2543 --length 17
+        step ${encoder}_infer_torch 60 python3 scripts/reference/throughput.py --device cuda --encoder $encoder --batch 64 --iters 10 --decoder-batch 160 --vocab 2543 --length 17
+    done
+fi
+step flickr_tfm_bench_cuda 120 "$bin" train --config $tfm "${flickr[@]}" --device cuda --benchmark 20
+step flickr_tfm_bench_torch 60 python3 scripts/reference/train_throughput.py --config $tfm --steps 20 --vocab 318 --length 17 --device cuda
+echo "== summary"
+cat "$summary"
+grep -h 'images_per_s\|pairs_per_s' "$out"/*bench*.log "$out"/*infer*.log 2>/dev/null | cut -c1-400
