@@ -12,10 +12,16 @@
 //!
 //! `<key>` is the SHA-256 of everything the features depend on: the encoder's architecture,
 //! its weights (every tensor of its record, BatchNorm statistics included), the image
-//! preprocessing and this format's version. A split's header lists the image files (with their
-//! sizes and modification times); a split whose images changed is recomputed. Files are written
-//! to a temporary name and renamed, so a killed run never leaves a half-written cache.
+//! preprocessing and this format's version. A split's header lists the image files (path, size
+//! and modification time) and the SHA-256 of each file's bytes. A split whose files carry the
+//! stamps of the header is read at once; when only the stamps moved (a copied or re-extracted
+//! dataset), the files are hashed and the cache is still used if their bytes are the same;
+//! otherwise the split is recomputed. A split with exactly another split's images (Flickr8k's dev
+//! list serving as val and test) reads that split's features instead of computing them again.
+//! Files are written to a temporary name and renamed, so a killed run never leaves a
+//! half-written cache.
 
+use std::cell::OnceCell;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,6 +33,7 @@ use caption_data::fsutil::write_atomic;
 use caption_data::image::ImageConfig;
 use caption_model::{Encoder, EncoderConfig, EncoderOutput};
 use half::f16;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -84,6 +91,9 @@ struct Header {
     shape: [usize; 4],
     /// Per image: `path size mtime_seconds`.
     images: Vec<String>,
+    /// Per image: the SHA-256 of the file's bytes (absent from caches written before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    content: Vec<String>,
 }
 
 /// What identifies an image file's content cheaply: its path, size and modification time.
@@ -96,6 +106,18 @@ fn image_stamp(path: &Path) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     format!("{} {size} {mtime}", path.display())
+}
+
+/// The SHA-256 of each file's bytes, hex; an unreadable file hashes to an empty string, which
+/// matches no cache.
+fn content_hashes(paths: &[&Path]) -> Vec<String> {
+    paths
+        .par_iter()
+        .map(|path| match std::fs::read(path) {
+            Ok(bytes) => Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+            Err(_) => String::new(),
+        })
+        .collect()
 }
 
 /// Feeds every float tensor of a module (parameters and BatchNorm statistics, in visiting
@@ -137,12 +159,11 @@ pub fn load_or_compute<B: Backend>(
     let folder = dir.join(key);
     let header_path = folder.join(format!("{split}.json"));
     let data_path = folder.join(format!("{split}.f16"));
-    let images: Vec<String> = source.samples.iter().map(|s| image_stamp(&s.image_path)).collect();
-    if let Some(set) = read(&header_path, &data_path, key, &images)? {
-        println!("features: {split} from the cache {} ({} images)", folder.display(), set.len());
+    let paths: Vec<&Path> = source.samples.iter().map(|s| s.image_path.as_path()).collect();
+    if let Some(set) = lookup(&folder, split, key, &paths)? {
         return Ok(set);
     }
-
+    let images: Vec<String> = paths.iter().map(|p| image_stamp(p)).collect();
     let start = Instant::now();
     let size = source.config.size as usize;
     let indices: Vec<usize> = (0..source.len()).collect();
@@ -158,7 +179,8 @@ pub fn load_or_compute<B: Backend>(
         data.extend(values.iter().map(|&v| f16::from_f32(v).to_bits()));
     }
     let set = FeatureSet { shape, data };
-    write(&folder, &header_path, &data_path, key, &images, &set)?;
+    let content = content_hashes(&paths);
+    write(&folder, &header_path, &data_path, key, &images, &content, &set)?;
     println!(
         "features: {split}, {} images of {}x{}x{} computed in {:.1}s and cached in {}",
         set.len(),
@@ -171,18 +193,68 @@ pub fn load_or_compute<B: Backend>(
     Ok(set)
 }
 
-fn read(header_path: &Path, data_path: &Path, key: &str, images: &[String]) -> Result<Option<FeatureSet>> {
+/// The cached features of `paths` in `folder`: this split's own cache, else the cache of another
+/// split with the same images; `None` when neither is current.
+fn lookup(folder: &Path, split: &str, key: &str, paths: &[&Path]) -> Result<Option<FeatureSet>> {
+    let stamps: Vec<String> = paths.iter().map(|p| image_stamp(p)).collect();
+    // Hashing reads every image, so it is done at most once, and only when a stamp moved.
+    let content = OnceCell::new();
+    let own = folder.join(format!("{split}.json"));
+    if let Some(set) = read(&own, &folder.join(format!("{split}.f16")), key, &stamps, paths, &content, true)? {
+        println!("features: {split} from the cache {} ({} images)", folder.display(), set.len());
+        return Ok(Some(set));
+    }
+    let mut others: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    others.retain(|p| p.extension().is_some_and(|e| e == "json") && *p != own);
+    others.sort();
+    for header_path in others {
+        let other = header_path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        if let Some(set) = read(&header_path, &header_path.with_extension("f16"), key, &stamps, paths, &content, false)? {
+            println!("features: {split} has the images of {other}; reading its cache {} ({} images)", folder.display(), set.len());
+            return Ok(Some(set));
+        }
+    }
+    Ok(None)
+}
+
+/// One split's cache file, if it holds the features of `paths`: their stamps match the header's,
+/// or their bytes match its content hashes (the header then takes the new stamps). Says why the
+/// split's `own` cache is not used; another split's cache is only a candidate.
+fn read(
+    header_path: &Path,
+    data_path: &Path,
+    key: &str,
+    stamps: &[String],
+    paths: &[&Path],
+    content: &OnceCell<Vec<String>>,
+    own: bool,
+) -> Result<Option<FeatureSet>> {
     let Ok(text) = std::fs::read_to_string(header_path) else { return Ok(None) };
-    let Ok(header) = serde_json::from_str::<Header>(&text) else {
+    let Ok(mut header) = serde_json::from_str::<Header>(&text) else {
         println!("features: {} is not a feature cache header; recomputing", header_path.display());
         return Ok(None);
     };
     if header.format_version != FORMAT_VERSION || header.key != key || header.dtype != "f16" {
         return Ok(None);
     }
-    if header.images != images {
-        println!("features: the images of {} changed since it was cached; recomputing", header_path.display());
+    if header.images.len() != stamps.len() {
+        if own {
+            println!("features: the images of {} changed since it was cached; recomputing", header_path.display());
+        }
         return Ok(None);
+    }
+    let mut restamped = false;
+    if header.images != stamps {
+        let same_bytes = !header.content.is_empty() && *content.get_or_init(|| content_hashes(paths)) == header.content;
+        if !same_bytes {
+            if own {
+                println!("features: the images of {} changed since it was cached; recomputing", header_path.display());
+            }
+            return Ok(None);
+        }
+        restamped = true;
     }
     let [n, c, h, w] = header.shape;
     let expected = n * c * h * w;
@@ -198,10 +270,19 @@ fn read(header_path: &Path, data_path: &Path, key: &str, images: &[String]) -> R
     let mut bytes = Vec::with_capacity(expected * 2);
     BufReader::new(file).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", data_path.display()))?;
     let data = bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+    if restamped {
+        // Same bytes under new dates: next time the stamps alone will do. A cache on read-only
+        // storage keeps its old stamps and is hashed again next time.
+        println!("features: the image files of {} have new dates but the same bytes; using the cache", header_path.display());
+        header.images = stamps.to_vec();
+        if let Ok(text) = serde_json::to_vec_pretty(&header) {
+            let _ = write_atomic(header_path, &text);
+        }
+    }
     Ok(Some(FeatureSet { shape: [c, h, w], data }))
 }
 
-fn write(folder: &Path, header_path: &Path, data_path: &Path, key: &str, images: &[String], set: &FeatureSet) -> Result<()> {
+fn write(folder: &Path, header_path: &Path, data_path: &Path, key: &str, images: &[String], content: &[String], set: &FeatureSet) -> Result<()> {
     std::fs::create_dir_all(folder).with_context(|| format!("cannot create the feature cache {}", folder.display()))?;
     // The data first, then the header that vouches for it: a header never points at a partial file.
     let tmp: PathBuf = folder.join(format!(".{}.{}.tmp", data_path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
@@ -225,6 +306,7 @@ fn write(folder: &Path, header_path: &Path, data_path: &Path, key: &str, images:
         dtype: "f16".into(),
         shape: [set.len(), c, h, w],
         images: images.to_vec(),
+        content: content.to_vec(),
     };
     write_atomic(header_path, &serde_json::to_vec_pretty(&header)?)?;
     Ok(())
@@ -242,5 +324,79 @@ mod tests {
         let back = set.gather(&[1, 0]);
         assert_eq!(back[..3], [f16::from_f32(1e-3).to_f32(), 7.0, 8.0]);
         assert_eq!(back[3..], [0.5, -2.0, 3.25]);
+    }
+
+    /// Two image files and a cache of their (made-up) features under `val`.
+    fn cached_val(dir: &Path) -> (Vec<PathBuf>, FeatureSet) {
+        let paths: Vec<PathBuf> = ["a.jpg", "b.jpg"].iter().map(|name| dir.join(name)).collect();
+        std::fs::write(&paths[0], b"first image").unwrap();
+        std::fs::write(&paths[1], b"second image").unwrap();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let set = FeatureSet { shape: [2, 1, 1], data: (1..=4).map(|v| f16::from_f32(v as f32).to_bits()).collect() };
+        let folder = dir.join("key");
+        let stamps: Vec<String> = refs.iter().map(|p| image_stamp(p)).collect();
+        write(&folder, &folder.join("val.json"), &folder.join("val.f16"), "key", &stamps, &content_hashes(&refs), &set).unwrap();
+        (paths, set)
+    }
+
+    fn set_mtime(path: &Path, seconds: u64) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)).unwrap();
+    }
+
+    #[test]
+    fn a_split_with_the_images_of_another_reads_its_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, set) = cached_val(dir.path());
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let folder = dir.path().join("key");
+        let test = lookup(&folder, "test", "key", &refs).unwrap().expect("test has val's images");
+        assert_eq!(test.gather(&[0, 1]), set.gather(&[0, 1]));
+        // Other images, or the same ones in another order, are not val's.
+        assert!(lookup(&folder, "test", "key", &[refs[1], refs[0]]).unwrap().is_none());
+        assert!(lookup(&folder, "test", "other key", &refs).unwrap().is_none());
+    }
+
+    #[test]
+    fn new_dates_on_the_same_bytes_keep_the_cache_and_new_bytes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, set) = cached_val(dir.path());
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let folder = dir.path().join("key");
+        let stamps = |header: &Path| read_header(header).images;
+        let old = stamps(&folder.join("val.json"));
+
+        // A copied dataset: every file has a new date, the bytes are the same.
+        set_mtime(&paths[0], 1_000_000);
+        set_mtime(&paths[1], 2_000_000);
+        let val = lookup(&folder, "val", "key", &refs).unwrap().expect("same bytes: the cache holds");
+        assert_eq!(val.gather(&[1]), set.gather(&[1]));
+        let new = stamps(&folder.join("val.json"));
+        assert_ne!(new, old, "the header keeps the stamps it no longer matches");
+        assert!(new[0].ends_with(" 1000000"), "{new:?}");
+
+        // New bytes of the same length under a new date: recomputed. (Same length and same date
+        // would pass, as with make: the stamps are trusted when they match.)
+        std::fs::write(&paths[1], b"SECOND IMAGE").unwrap();
+        set_mtime(&paths[1], 3_000_000);
+        assert!(lookup(&folder, "val", "key", &refs).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_cache_without_content_hashes_is_used_only_with_its_stamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, _) = cached_val(dir.path());
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let header_path = dir.path().join("key").join("val.json");
+        let mut header = read_header(&header_path);
+        header.content.clear();
+        std::fs::write(&header_path, serde_json::to_vec(&header).unwrap()).unwrap();
+        assert!(lookup(&dir.path().join("key"), "val", "key", &refs).unwrap().is_some());
+        set_mtime(&paths[0], 1_000_000);
+        assert!(lookup(&dir.path().join("key"), "val", "key", &refs).unwrap().is_none());
+    }
+
+    fn read_header(path: &Path) -> Header {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 }
