@@ -183,3 +183,33 @@ fn benchmark_reports_throughput_without_a_run_directory() {
     assert!(stdout.contains("caption pairs/s"), "{stdout}");
     assert!(!dir.path().join("experiments").exists(), "a benchmark wrote a run directory");
 }
+
+/// A frozen encoder: `caption eval` decodes from the feature cache training filled, so greedy
+/// decoding of the val split gives exactly the run's own validation scores at its best epoch.
+#[test]
+fn eval_of_a_frozen_encoder_reads_the_feature_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace("finetune: all", "finetune: frozen").replace("epochs: 10", "epochs: 2");
+    let text = text + &format!("  feature_cache_dir: {}/features\n  test: false\n", dir.path().display());
+    std::fs::write(&config, text).unwrap();
+    let out = caption().args(["train", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_dir = run_dirs(&dir.path().join("experiments")).pop().unwrap();
+    let best = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "val" && l["best"] == true)
+        .last()
+        .unwrap();
+
+    let out = caption().args(["eval", "--checkpoint", run_dir.to_str().unwrap(), "--split", "val", "--beam-size", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "caption eval failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("features: val from the cache"), "{stdout}");
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval/val/metrics.json")).unwrap()).unwrap();
+    for name in ["Bleu_4", "CIDEr", "ROUGE_L"] {
+        assert_eq!(metrics["metrics"][name], best[name], "{name}: eval {metrics} vs validation {best}");
+    }
+}

@@ -90,6 +90,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(device) => device.parse::<DeviceSpec>()?,
         None => config.train.device,
     };
+    // A frozen encoder's features come from the feature cache, as in training (not for a part of
+    // the split: the cache holds whole splits).
+    let frozen = config.model.encoder.finetune == caption_model::Finetune::Frozen;
+    let feature_cache = (config.train.feature_cache && frozen && !config.data.image.augment.is_random() && args.max_images == 0)
+        .then(|| (config.train.feature_cache_dir.clone(), config.model.encoder_config()));
     let job = EvalJob {
         checkpoint,
         data: config.data,
@@ -100,6 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         meteor,
         out: out.clone(),
         device,
+        feature_cache,
     };
     let report = caption_train::evaluate_checkpoint(&job)?;
     println!("{} split, {} images, {} ({:.1}s)", report.split, report.images, job.checkpoint.display(), report.seconds);

@@ -15,7 +15,7 @@ use caption_data::{CaptionDataset, DataConfig, Sample, Split, TextEncoder};
 use caption_eval::meteor::Meteor;
 use caption_eval::report::{self, ReportHeader, ReportImage};
 use caption_eval::{Evaluation, Metric, evaluate_with};
-use caption_model::{Captioner, DecodeStrategy, DeviceSpec, load_checkpoint};
+use caption_model::{Captioner, DecodeStrategy, DeviceSpec, EncoderConfig, load_checkpoint};
 use serde::Serialize;
 
 use crate::data::ImageSource;
@@ -99,6 +99,11 @@ pub struct EvalJob {
     pub meteor: Option<Meteor>,
     pub out: PathBuf,
     pub device: DeviceSpec,
+    /// For a frozen encoder: the feature cache (`train.feature_cache_dir`) and the config's
+    /// encoder section, which together with the checkpoint's encoder weights key the cache as
+    /// training keys it. The split is then decoded from its cached features (computed and kept
+    /// if absent) instead of running the encoder on every image again.
+    pub feature_cache: Option<(PathBuf, EncoderConfig)>,
 }
 
 /// Decodes a split with a checkpoint, scores it and writes the evaluation files and reports
@@ -128,6 +133,17 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
     // The preprocessing the model was trained with; the config's for checkpoints that lack it.
     let image = checkpoint.meta.preprocess.clone().unwrap_or_else(|| crate::preprocess_config(&job.data.image));
     let source = ImageSource::new(samples.clone(), &image, 0)?;
+    let cached = match &job.feature_cache {
+        Some((dir, encoder_config)) => {
+            let key = crate::features::cache_key(encoder_config, &checkpoint.model.encoder, &image)?;
+            Some(crate::features::load_or_compute(dir, &key, job.split.as_str(), &checkpoint.model.encoder, &source, job.batch_size, &device)?)
+        }
+        None => None,
+    };
+    let inputs = match &cached {
+        Some(set) => EvalInputs::Features(set),
+        None => EvalInputs::Images(&source),
+    };
     let label = ReportLabel {
         title: checkpoint.meta.run_name.clone(),
         split: job.split.to_string(),
@@ -138,7 +154,7 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
     let (report, _) = evaluate_split(
         &checkpoint.model,
         &checkpoint.text,
-        EvalInputs::Images(&source),
+        inputs,
         &samples,
         &job.decode,
         job.batch_size,
