@@ -111,47 +111,33 @@ impl DeviceSpec {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use std::panic::{self, AssertUnwindSafe};
+    use cudarc::driver::{result as driver, sys as driver_sys};
+    use cudarc::nvrtc::sys as nvrtc_sys;
 
-    /// Starts the driver, counts the GPUs and asks NVRTC its version. cudarc loads libcuda and
-    /// libnvrtc on first use and panics when it cannot find them, so the probe runs under
-    /// `catch_unwind` with the panic message silenced, and the panic becomes a reason.
+    /// Looks for libcuda and libnvrtc first (cudarc loads them on first use and panics when they
+    /// are missing), then starts the driver, counts the GPUs and asks NVRTC its version.
     pub(super) fn probe(ordinal: usize) -> Result<(), String> {
-        let hook = panic::take_hook();
-        panic::set_hook(Box::new(|_| {}));
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-            use cudarc::driver::result as driver;
-            driver::init().map_err(|e| format!("the NVIDIA driver did not start ({e})"))?;
-            let count = driver::device::get_count().map_err(|e| format!("cannot count the GPUs ({e})"))?;
-            if ordinal >= count.max(0) as usize {
-                return Err(format!("this machine has {count} CUDA device(s), numbered from 0"));
-            }
-            let (mut major, mut minor) = (0, 0);
-            unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
-                .result()
-                .map_err(|e| format!("NVRTC did not answer ({e:?})"))?;
-            Ok(())
-        }));
-        panic::set_hook(hook);
-        outcome.unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            Err(if message.contains("\"nvrtc\"") {
-                "NVRTC (libnvrtc.so, CUDA's run-time compiler, from the CUDA toolkit or the \
-                 nvidia-cuda-nvrtc Python package) was not found: add its folder to LD_LIBRARY_PATH, \
-                 or use --device cpu"
-                    .to_string()
-            } else if message.contains("\"cuda\"") {
-                "the NVIDIA driver library (libcuda.so) was not found: this machine has no NVIDIA \
-                 driver, or its folder is not on LD_LIBRARY_PATH; use --device cpu"
-                    .to_string()
-            } else {
-                format!("CUDA failed to start: {message}")
-            })
-        })
+        // SAFETY: both only try to open the libraries by their usual names.
+        if !unsafe { driver_sys::is_culib_present() } {
+            return Err("the NVIDIA driver library (libcuda.so) was not found: this machine has no NVIDIA \
+                        driver, or its folder is not on LD_LIBRARY_PATH; use --device cpu"
+                .into());
+        }
+        if !unsafe { nvrtc_sys::is_culib_present() } {
+            return Err("NVRTC (libnvrtc.so, CUDA's run-time compiler, from the CUDA toolkit or the \
+                        nvidia-cuda-nvrtc Python package) was not found: add its folder to LD_LIBRARY_PATH, \
+                        or use --device cpu"
+                .into());
+        }
+        driver::init().map_err(|e| format!("the NVIDIA driver did not start ({e})"))?;
+        let count = driver::device::get_count().map_err(|e| format!("cannot count the GPUs ({e})"))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(format!("this machine has {count} CUDA device(s), numbered from 0"));
+        }
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: NVRTC writes two ints through valid pointers.
+        unsafe { nvrtc_sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(|e| format!("NVRTC did not answer ({e:?})"))?;
+        Ok(())
     }
 }
 
