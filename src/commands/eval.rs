@@ -92,9 +92,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     // A frozen encoder's features come from the feature cache, as in training (not for a part of
     // the split: the cache holds whole splits).
-    let frozen = config.model.encoder.finetune == caption_model::Finetune::Frozen;
-    let feature_cache = (config.train.feature_cache && frozen && !config.data.image.augment.is_random() && args.max_images == 0)
-        .then(|| (config.train.feature_cache_dir.clone(), config.model.encoder_config()));
+    let encoder_config = config.model.encoder_config();
+    let feature_cache = (caption_train::trains_from_features(&config, encoder_config.num_stages()) && args.max_images == 0)
+        .then(|| (config.train.feature_cache_dir.clone(), encoder_config));
     let job = EvalJob {
         checkpoint,
         data: config.data,

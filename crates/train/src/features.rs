@@ -160,10 +160,12 @@ pub fn load_or_compute<B: Backend>(
     let header_path = folder.join(format!("{split}.json"));
     let data_path = folder.join(format!("{split}.f16"));
     let paths: Vec<&Path> = source.samples.iter().map(|s| s.image_path.as_path()).collect();
-    if let Some(set) = lookup(&folder, split, key, &paths)? {
+    let stamps: Vec<String> = paths.iter().map(|p| image_stamp(p)).collect();
+    // Hashing reads every image, so it is done at most once: when a stamp moved, or to write.
+    let content = OnceCell::new();
+    if let Some(set) = lookup(&folder, split, key, &stamps, &paths, &content)? {
         return Ok(set);
     }
-    let images: Vec<String> = paths.iter().map(|p| image_stamp(p)).collect();
     let start = Instant::now();
     let size = source.config.size as usize;
     let indices: Vec<usize> = (0..source.len()).collect();
@@ -179,8 +181,8 @@ pub fn load_or_compute<B: Backend>(
         data.extend(values.iter().map(|&v| f16::from_f32(v).to_bits()));
     }
     let set = FeatureSet { shape, data };
-    let content = content_hashes(&paths);
-    write(&folder, &header_path, &data_path, key, &images, &content, &set)?;
+    let content = content.get_or_init(|| content_hashes(&paths));
+    write(&folder, &header_path, &data_path, key, &stamps, content, &set)?;
     println!(
         "features: {split}, {} images of {}x{}x{} computed in {:.1}s and cached in {}",
         set.len(),
@@ -195,12 +197,17 @@ pub fn load_or_compute<B: Backend>(
 
 /// The cached features of `paths` in `folder`: this split's own cache, else the cache of another
 /// split with the same images; `None` when neither is current.
-fn lookup(folder: &Path, split: &str, key: &str, paths: &[&Path]) -> Result<Option<FeatureSet>> {
-    let stamps: Vec<String> = paths.iter().map(|p| image_stamp(p)).collect();
-    // Hashing reads every image, so it is done at most once, and only when a stamp moved.
-    let content = OnceCell::new();
+/// `stamps` are the images' stamps; `content` their hashes, computed on first need.
+fn lookup(
+    folder: &Path,
+    split: &str,
+    key: &str,
+    stamps: &[String],
+    paths: &[&Path],
+    content: &OnceCell<Vec<String>>,
+) -> Result<Option<FeatureSet>> {
     let own = folder.join(format!("{split}.json"));
-    if let Some(set) = read(&own, &folder.join(format!("{split}.f16")), key, &stamps, paths, &content, true)? {
+    if let Some(set) = read(&own, &folder.join(format!("{split}.f16")), key, stamps, paths, content, true)? {
         println!("features: {split} from the cache {} ({} images)", folder.display(), set.len());
         return Ok(Some(set));
     }
@@ -211,7 +218,7 @@ fn lookup(folder: &Path, split: &str, key: &str, paths: &[&Path]) -> Result<Opti
     others.sort();
     for header_path in others {
         let other = header_path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        if let Some(set) = read(&header_path, &header_path.with_extension("f16"), key, &stamps, paths, &content, false)? {
+        if let Some(set) = read(&header_path, &header_path.with_extension("f16"), key, stamps, paths, content, false)? {
             println!("features: {split} has the images of {other}; reading its cache {} ({} images)", folder.display(), set.len());
             return Ok(Some(set));
         }
@@ -239,22 +246,18 @@ fn read(
     if header.format_version != FORMAT_VERSION || header.key != key || header.dtype != "f16" {
         return Ok(None);
     }
-    if header.images.len() != stamps.len() {
-        if own {
-            println!("features: the images of {} changed since it was cached; recomputing", header_path.display());
-        }
-        return Ok(None);
-    }
-    let mut restamped = false;
-    if header.images != stamps {
-        let same_bytes = !header.content.is_empty() && *content.get_or_init(|| content_hashes(paths)) == header.content;
+    let restamped = header.images != stamps;
+    if restamped {
+        // Hashed only for a list of the same length: a split of other images is not hashed for nothing.
+        let same_bytes = header.images.len() == stamps.len()
+            && !header.content.is_empty()
+            && *content.get_or_init(|| content_hashes(paths)) == header.content;
         if !same_bytes {
             if own {
                 println!("features: the images of {} changed since it was cached; recomputing", header_path.display());
             }
             return Ok(None);
         }
-        restamped = true;
     }
     let [n, c, h, w] = header.shape;
     let expected = n * c * h * w;
@@ -350,11 +353,11 @@ mod tests {
         let (paths, set) = cached_val(dir.path());
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let folder = dir.path().join("key");
-        let test = lookup(&folder, "test", "key", &refs).unwrap().expect("test has val's images");
+        let test = find(&folder, "test", "key", &refs).unwrap().expect("test has val's images");
         assert_eq!(test.gather(&[0, 1]), set.gather(&[0, 1]));
         // Other images, or the same ones in another order, are not val's.
-        assert!(lookup(&folder, "test", "key", &[refs[1], refs[0]]).unwrap().is_none());
-        assert!(lookup(&folder, "test", "other key", &refs).unwrap().is_none());
+        assert!(find(&folder, "test", "key", &[refs[1], refs[0]]).unwrap().is_none());
+        assert!(find(&folder, "test", "other key", &refs).unwrap().is_none());
     }
 
     #[test]
@@ -369,7 +372,7 @@ mod tests {
         // A copied dataset: every file has a new date, the bytes are the same.
         set_mtime(&paths[0], 1_000_000);
         set_mtime(&paths[1], 2_000_000);
-        let val = lookup(&folder, "val", "key", &refs).unwrap().expect("same bytes: the cache holds");
+        let val = find(&folder, "val", "key", &refs).unwrap().expect("same bytes: the cache holds");
         assert_eq!(val.gather(&[1]), set.gather(&[1]));
         let new = stamps(&folder.join("val.json"));
         assert_ne!(new, old, "the header keeps the stamps it no longer matches");
@@ -379,7 +382,7 @@ mod tests {
         // would pass, as with make: the stamps are trusted when they match.)
         std::fs::write(&paths[1], b"SECOND IMAGE").unwrap();
         set_mtime(&paths[1], 3_000_000);
-        assert!(lookup(&folder, "val", "key", &refs).unwrap().is_none());
+        assert!(find(&folder, "val", "key", &refs).unwrap().is_none());
     }
 
     #[test]
@@ -391,9 +394,15 @@ mod tests {
         let mut header = read_header(&header_path);
         header.content.clear();
         std::fs::write(&header_path, serde_json::to_vec(&header).unwrap()).unwrap();
-        assert!(lookup(&dir.path().join("key"), "val", "key", &refs).unwrap().is_some());
+        assert!(find(&dir.path().join("key"), "val", "key", &refs).unwrap().is_some());
         set_mtime(&paths[0], 1_000_000);
-        assert!(lookup(&dir.path().join("key"), "val", "key", &refs).unwrap().is_none());
+        assert!(find(&dir.path().join("key"), "val", "key", &refs).unwrap().is_none());
+    }
+
+    /// `lookup` as `load_or_compute` calls it.
+    fn find(folder: &Path, split: &str, key: &str, paths: &[&Path]) -> Result<Option<FeatureSet>> {
+        let stamps: Vec<String> = paths.iter().map(|p| image_stamp(p)).collect();
+        lookup(folder, split, key, &stamps, paths, &OnceCell::new())
     }
 
     fn read_header(path: &Path) -> Header {

@@ -20,4 +20,4 @@ pub use config::{AttentionLstmSection, DecoderSection, EncoderSection, ModelConf
 pub use evaluate::{EvalJob, TestReport, evaluate_checkpoint};
 pub use scst::{Baseline, ScstConfig};
 pub use state::{Best, TrainState};
-pub use trainer::{Throughput, TrainJob, TrainSummary, benchmark, learning_rate, preprocess_config, train};
+pub use trainer::{Throughput, TrainJob, TrainSummary, benchmark, learning_rate, preprocess_config, train, trains_from_features};

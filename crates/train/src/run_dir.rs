@@ -30,13 +30,6 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const LAST: &str = "last";
 pub const BEST: &str = "best";
 
-/// The checkpoint a user names by `path`: a run directory stands for its `checkpoints/best`,
-/// anything else is taken as a checkpoint directory (`caption eval --checkpoint`,
-/// `train.init_from`).
-pub fn resolve_checkpoint(path: &Path) -> PathBuf {
-    let best = path.join(CHECKPOINTS_DIR).join(BEST);
-    if best.is_dir() { best } else { path.to_path_buf() }
-}
 /// TensorBoard event files (`tensorboard --logdir experiments/`).
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 
@@ -44,6 +37,14 @@ pub const TENSORBOARD_DIR: &str = "tensorboard";
 pub const BURN_VERSION: &str = "0.21.0";
 
 pub use caption_data::time::{compact_timestamp as timestamp, rfc3339};
+
+/// The checkpoint a user names by `path`: a run directory stands for its `checkpoints/best`,
+/// anything else is taken as a checkpoint directory (`caption eval --checkpoint`,
+/// `train.init_from`).
+pub fn resolve_checkpoint(path: &Path) -> PathBuf {
+    let best = path.join(CHECKPOINTS_DIR).join(BEST);
+    if best.is_dir() { best } else { path.to_path_buf() }
+}
 
 /// Creates `<output_dir>/<name>-<timestamp>/` (with a `-2`, `-3`, ... suffix if taken).
 pub fn create_run_dir(output_dir: &Path, name: &str) -> Result<PathBuf> {

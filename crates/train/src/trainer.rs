@@ -444,8 +444,8 @@ fn initial_checkpoint<B: Backend>(config: &RunConfig, path: &Path, device: &B::D
 
 /// Whether training reads cached encoder features rather than images: the whole encoder is
 /// frozen (so its features never change) and augmentation is off (so every epoch sees the same
-/// pixels).
-fn trains_from_features(config: &RunConfig, encoder_stages: usize) -> bool {
+/// pixels). `caption eval` decodes such a model from the same cache.
+pub fn trains_from_features(config: &RunConfig, encoder_stages: usize) -> bool {
     let first_trained = config.model.encoder.finetune.first_trainable_stage(encoder_stages);
     config.train.feature_cache && first_trained >= encoder_stages && !config.data.image.augment.is_random()
 }
