@@ -46,6 +46,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the CPU backend's tensor buffers are reused instead of being
+    // mapped and unmapped at every step (see caption_model::allocator).
+    caption_model::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => commands::data::run(cmd).map(|()| 0),

@@ -3,6 +3,7 @@
 //! attention decoders, decoding, and self-describing checkpoints. This crate also owns the
 //! choice of compute device, so that training and serving pick devices the same way.
 
+pub mod allocator;
 pub mod captioner;
 pub mod checkpoint;
 pub mod decoder;
