@@ -72,6 +72,8 @@ fn parse() -> Result<Options, String> {
 }
 
 fn main() {
+    // As the `caption` binary does (see caption_model::allocator).
+    caption_model::allocator::keep_freed_memory();
     let options = match parse() {
         Ok(options) => options,
         Err(message) => {
