@@ -8,6 +8,14 @@ use std::str::FromStr;
 /// The CPU backend: burn's pure-Rust Flex backend.
 pub type FlexBackend = burn::backend::Flex;
 
+/// Whether `B` is the CPU backend, with or without autodiff: the few layers that take another
+/// route on it (where burn-flex has a slow path) ask this.
+pub(crate) fn is_flex<B: burn::tensor::backend::Backend>() -> bool {
+    use std::any::TypeId;
+    let id = TypeId::of::<B>();
+    id == TypeId::of::<FlexBackend>() || id == TypeId::of::<burn::backend::Autodiff<FlexBackend>>()
+}
+
 /// The CUDA backend (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;

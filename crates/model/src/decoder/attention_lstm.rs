@@ -24,6 +24,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 
 use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, check_dropout, check_positive};
+use crate::device::is_flex;
 use crate::encoder::EncoderOutput;
 
 const SECTION: &str = "attention LSTM decoder";
@@ -269,13 +270,6 @@ fn attention_hidden<B: Backend>(projected: Tensor<B, 3>, query: Tensor<B, 3>) ->
     } else {
         (projected + query).tanh()
     }
-}
-
-/// Whether `B` is the CPU backend, with or without autodiff.
-fn is_flex<B: Backend>() -> bool {
-    use std::any::TypeId;
-    let id = TypeId::of::<B>();
-    id == TypeId::of::<crate::FlexBackend>() || id == TypeId::of::<burn::backend::Autodiff<crate::FlexBackend>>()
 }
 
 /// The doubly stochastic attention regulariser of Show, Attend and Tell,

@@ -15,7 +15,7 @@ use burn::nn::BatchNormConfig;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
-use super::{ConvNorm, conv_norm, conv_norm_forward, conv2d};
+use super::{ConvNorm, batch_norm, conv_norm, conv_norm_forward, conv2d};
 
 /// torchvision's `inverted_residual_setting`: expansion t, output channels c, repeats n,
 /// stride s of the first repeat.
@@ -166,11 +166,11 @@ impl<B: Backend> InvertedResidual<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let out = match &self.conv {
             InvertedResidualConv::Direct((depthwise, project, norm)) => {
-                norm.forward(project.forward(conv_norm_relu6(depthwise, x.clone())))
+                batch_norm(norm, project.forward(conv_norm_relu6(depthwise, x.clone())))
             }
             InvertedResidualConv::Expanded((expand, depthwise, project, norm)) => {
                 let hidden = conv_norm_relu6(depthwise, conv_norm_relu6(expand, x.clone()));
-                norm.forward(project.forward(hidden))
+                batch_norm(norm, project.forward(hidden))
             }
         };
         if self.use_res_connect { x + out } else { out }

@@ -405,13 +405,51 @@ pub(crate) fn conv_norm<B: Backend>(
 }
 
 pub(crate) fn conv_norm_forward<B: Backend>(layer: &ConvNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    layer.1.forward(layer.0.forward(x))
+    batch_norm(&layer.1, layer.0.forward(x))
+}
+
+/// `norm.forward(x)` for `[N, C, H, W]`, with a faster route for inference on the CPU backend.
+/// burn's BatchNorm applies its running statistics as four broadcasts of `[1, C, 1, 1]`
+/// tensors, which burn-flex computes element by element through a strided iterator (perf: 30%
+/// of MobileNetV2 inference). In inference the layer is one scale and shift per channel, so on
+/// that backend it is computed as such, on `x` viewed as `[N·C, H·W]` rows with one scalar per
+/// row (a vectorised path), from the same parameters and epsilon; results agree to float
+/// rounding (tested). Training (batch statistics) and other backends use burn's layer.
+pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if B::ad_enabled(&x.device()) || !crate::device::is_flex::<B>() {
+        return norm.forward(x);
+    }
+    let [batch, channels, height, width] = x.dims();
+    let scale = norm.gamma.val() / norm.running_var.value().add_scalar(norm.epsilon).sqrt();
+    let shift = norm.beta.val() - norm.running_mean.value() * scale.clone();
+    let per_row = |t: Tensor<B, 1>| t.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
+    (x.reshape([batch * channels, height * width]) * per_row(scale) + per_row(shift)).reshape([batch, channels, height, width])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::FlexBackend;
+
+    #[test]
+    fn the_cpu_inference_batch_norm_is_burns() {
+        type B = FlexBackend;
+        let device = Default::default();
+        let mut norm = BatchNormConfig::new(3).with_epsilon(1e-3).init::<B>(&device);
+        let vector = |v: [f32; 3]| Tensor::<B, 1>::from_floats(v, &device);
+        norm.gamma = burn::module::Param::from_tensor(vector([1.5, -0.5, 2.0]));
+        norm.beta = burn::module::Param::from_tensor(vector([0.1, 0.0, -3.0]));
+        norm.running_mean = burn::module::RunningState::new(vector([0.2, -1.0, 4.0]));
+        norm.running_var = burn::module::RunningState::new(vector([0.5, 2.0, 9.0]));
+        let values: Vec<f32> = (0..2 * 3 * 2 * 5).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(values, [2, 3, 2, 5]), &device);
+        let want = norm.forward(x.clone()).to_data().to_vec::<f32>().unwrap();
+        let got = batch_norm(&norm, x).to_data().to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "[{i}]: {g} vs {w}");
+        }
+    }
 
     #[test]
     fn names_round_trip() {

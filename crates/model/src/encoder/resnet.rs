@@ -14,7 +14,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use super::{ConvNorm, conv_norm, conv_norm_forward, conv2d};
+use super::{ConvNorm, batch_norm, conv_norm, conv_norm_forward, conv2d};
 
 /// Stages: the stem (`conv1`, `bn1`, ReLU, max-pool), then `layer1`..`layer4`.
 pub const NUM_STAGES: usize = 5;
@@ -135,7 +135,7 @@ impl<B: Backend> ResNet<B> {
         assert!(stages.end <= NUM_STAGES, "ResNet has {NUM_STAGES} stages, asked for {stages:?}");
         for stage in stages {
             x = match stage {
-                0 => self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x)))),
+                0 => self.maxpool.forward(relu(batch_norm(&self.bn1, self.conv1.forward(x)))),
                 _ => self.layer(stage).iter().fold(x, |x, block| block.forward(x)),
             };
         }
@@ -228,8 +228,8 @@ impl<B: Backend> BasicBlock<B> {
             Some(downsample) => conv_norm_forward(downsample, x.clone()),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+        let out = batch_norm(&self.bn2, self.conv2.forward(out));
         relu(out + identity)
     }
 }
@@ -253,9 +253,9 @@ impl<B: Backend> Bottleneck<B> {
             Some(downsample) => conv_norm_forward(downsample, x.clone()),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+        let out = relu(batch_norm(&self.bn2, self.conv2.forward(out)));
+        let out = batch_norm(&self.bn3, self.conv3.forward(out));
         relu(out + identity)
     }
 }
