@@ -6,7 +6,8 @@
 #   CONFIG   an experiment config whose data the `caption` builds can read (the PyTorch twin reads
 #            only its model: and train: sections and trains on random tensors of the same shapes)
 #   PYTHON   a Python with torch, torchvision and pyyaml ("none" to skip the twin)
-# Extra `--set` overrides after `--` go to every `caption` build. Prints one line per run.
+# Extra `--set` overrides after `--` go to every `caption` build and to the twin's config.
+# Prints one line per run.
 set -euo pipefail
 config=$1 steps=$2 python=$3
 shift 3
@@ -20,26 +21,27 @@ for bin in "${bins[@]}"; do
     echo "$bin: $json"
 done
 if [[ $python != none ]]; then
-    # The twin trains the same shapes: the vocabulary and mean padded row length the last build reported.
-    vocab=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["vocab_size"])' "$json")
-    length=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["mean_row_length"]))' "$json")
-    captions=$(python3 - "$config" "${overrides[@]}" <<'PY'
-import sys, yaml
-config = yaml.safe_load(open(sys.argv[1]))
-value = config.get("train", {}).get("captions_per_image", 0)
-for arg in sys.argv[2:]:
-    if arg.startswith("train.captions_per_image="):
-        value = int(arg.split("=", 1)[1])
-print(value or 5)
+    # The twin trains the same shapes: the config with the same `--set` overrides, and the
+    # vocabulary and mean padded row length the last build reported.
+    twin_config=$(mktemp --suffix .yaml)
+    twin_args=$("$python" - "$json" "$config" "$twin_config" "${overrides[@]}" <<'PY'
+import json, sys, yaml
+report, config_path, twin_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+config = yaml.safe_load(open(config_path))
+for arg in sys.argv[4:]:
+    if arg == "--set":
+        continue
+    key, value = arg.split("=", 1)
+    *parents, leaf = key.split(".")
+    section = config
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[leaf] = yaml.safe_load(value)
+yaml.safe_dump(config, open(twin_path, "w"))
+print(f"--vocab {report['vocab_size']} --length {round(report['mean_row_length'])}")
 PY
 )
-    twin_config=$(mktemp --suffix .yaml)
-    "$python" - "$config" "$twin_config" "$captions" <<'PY'
-import sys, yaml
-config = yaml.safe_load(open(sys.argv[1]))
-config.setdefault("train", {})["captions_per_image"] = int(sys.argv[3])
-yaml.safe_dump(config, open(sys.argv[2], "w"))
-PY
-    echo "pytorch: $("$python" scripts/reference/train_throughput.py --config "$twin_config" --steps "$steps" --vocab "$vocab" --length "$length" --captions "$captions" | tail -1)"
+    # shellcheck disable=SC2086 # twin_args is two flag-value pairs
+    echo "pytorch: $("$python" scripts/reference/train_throughput.py --config "$twin_config" --steps "$steps" $twin_args | tail -1)"
     rm -f "$twin_config"
 fi
