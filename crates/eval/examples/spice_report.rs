@@ -11,6 +11,7 @@
 //! `--split K` also prints the COCO table for images 0..K and K..500 separately (fixture
 //! order), for tuning on one part and checking on the other. `SPICE_DIFF=Category[:cand|ref|tp]`
 //! lists the images (`#k`) whose tuple counts differ from real SPICE's.
+//! `SPICE_COUNTS=FILE` writes our tuples and per-category counts per image (JSON lines).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -149,7 +150,8 @@ fn main() {
         .iter()
         .enumerate()
         .filter(|(i, a)| {
-            !a.starts_with("--") && (*i == 0 || !matches!(args[i - 1].as_str(), "--dump" | "--split"))
+            !a.starts_with("--")
+                && (*i == 0 || !matches!(args[i - 1].as_str(), "--dump" | "--split"))
         })
         .map(|(_, a)| a)
         .collect();
@@ -219,6 +221,26 @@ fn main() {
             );
             table(&scores.per_image, entries, range);
         }
+    }
+    if let Ok(path) = std::env::var("SPICE_COUNTS") {
+        // One JSON line per image: our tuples and per-category counts, for offline analysis.
+        let mut out = String::new();
+        for (k, image) in images.iter().enumerate() {
+            let (cand, refs) = spice.graph_tuples(&image.candidate, &image.references);
+            let counts: serde_json::Map<String, Value> = Category::ALL
+                .into_iter()
+                .map(|c| {
+                    let s = scores.per_image[k].get(c);
+                    (c.name().to_string(), serde_json::json!([s.tp, s.fp, s.fn_]))
+                })
+                .collect();
+            out.push_str(
+                &serde_json::json!({"k": k, "cand": cand, "refs": refs, "counts": counts})
+                    .to_string(),
+            );
+            out.push('\n');
+        }
+        std::fs::write(&path, out).expect("write SPICE_COUNTS");
     }
     if let Ok(cat) = std::env::var("SPICE_DIFF") {
         // Candidates whose tuple count in a category differs from real SPICE's.

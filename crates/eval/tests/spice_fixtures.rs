@@ -24,18 +24,19 @@ use caption_eval::spice::{Category, SCORE_NAME, Spice};
 use caption_eval::{Metric, TokenizedImage, score_tokenized};
 use serde_json::Value;
 
-/// Measured: Pearson r of per-image All F1 with real SPICE 0.912, corpus 0.1375 vs 0.1258.
+/// Measured: Pearson r of per-image All F1 with real SPICE 0.912, MAE 0.0239, corpus 0.1336
+/// vs 0.1258. The corpus bound is the target SPICE-rb is held to: within 0.01 of SPICE.
 const MIN_PEARSON_ALL: f64 = 0.89;
-const MAX_CORPUS_DIFFERENCE: f64 = 0.0167;
-const MAX_MAE_ALL: f64 = 0.028;
-/// Measured per-category Pearson r: Object 0.929, Attribute 0.824, Relation 0.759, Color 0.908.
+const MAX_CORPUS_DIFFERENCE: f64 = 0.01;
+const MAX_MAE_ALL: f64 = 0.027;
+/// Measured per-category Pearson r: Object 0.937, Attribute 0.823, Relation 0.793, Color 0.908.
 const MIN_PEARSON_CATEGORY: [(Category, f64); 4] = [
-    (Category::Object, 0.91),
+    (Category::Object, 0.92),
     (Category::Attribute, 0.80),
-    (Category::Relation, 0.73),
+    (Category::Relation, 0.77),
     (Category::Color, 0.88),
 ];
-/// Measured: Kendall tau-c 0.4435 on Flickr8k-Expert (published SPICE: 0.449).
+/// Measured: Kendall tau-c 0.4436 on Flickr8k-Expert (published SPICE: 0.449).
 const MIN_FLICKR8K_TAU_C: f64 = 0.4335;
 
 fn spice() -> Option<&'static Spice> {
@@ -389,7 +390,7 @@ fn parser_extracts_scene_graph_tuples() {
             &["(man)", "(frisbee)", "(man, pick up, frisbee)"],
         ),
         (
-            "black and white dog sitting on top of a wall",
+            "a black and white dog sitting on top of a wall",
             &[
                 "(dog)",
                 "(dog, black)",
@@ -397,6 +398,53 @@ fn parser_extracts_scene_graph_tuples() {
                 "(wall)",
                 "(top)",
                 "(dog, sit on top of, wall)",
+            ],
+        ),
+        // A caption that opens with a bare noun phrase and a participle: no relation from the
+        // participle, nor from a later one whose subject would come through its object.
+        (
+            "black and white dog sitting on top of a wall",
+            &["(dog)", "(dog, black)", "(dog, white)", "(wall)", "(top)"],
+        ),
+        (
+            "woman swinging a tennis racket holding a ball",
+            &["(woman)", "(racket)", "(racket, tennis)", "(ball)"],
+        ),
+        // ... but `group of ...`, `... is ...` and `... that is ...` keep it.
+        (
+            "group of people sitting at a table",
+            &[
+                "(group)",
+                "(people)",
+                "(table)",
+                "(group, of, people)",
+                "(group, sit at, table)",
+            ],
+        ),
+        (
+            "plane that is sitting on a runway",
+            &["(plane)", "(runway)", "(plane, sit on, runway)"],
+        ),
+        // `standing` right after a bare opening phrase heads it.
+        (
+            "brown bear standing in front of a tree",
+            &[
+                "(standing)",
+                "(standing, brown)",
+                "(standing, bear)",
+                "(front)",
+                "(tree)",
+                "(standing, in front of, tree)",
+            ],
+        ),
+        (
+            "a brown bear standing in front of a tree",
+            &[
+                "(bear)",
+                "(bear, brown)",
+                "(front)",
+                "(tree)",
+                "(bear, stand in front of, tree)",
             ],
         ),
         (
