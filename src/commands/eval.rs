@@ -101,6 +101,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         split,
         max_images: args.max_images,
         decode,
+        block_bad_endings: config.train.block_bad_endings,
         batch_size: config.train.eval_batch_size,
         meteor,
         out: out.clone(),

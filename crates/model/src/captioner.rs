@@ -160,7 +160,18 @@ impl<B: Backend> Captioner<B> {
 
     /// Like [`Captioner::decode`], from encoder features.
     pub fn decode_features(&self, features: &EncoderOutput<B>, strategy: &DecodeStrategy) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-        decoding::decode(&self.decoder, features, self.config.tokens, self.config.max_length, strategy)
+        self.decode_features_with(features, strategy, &[])
+    }
+
+    /// Like [`Captioner::decode_features`], with no caption ending in one of the `no_eos_after`
+    /// tokens (see [`decoding::decode_with`]).
+    pub fn decode_features_with(
+        &self,
+        features: &EncoderOutput<B>,
+        strategy: &DecodeStrategy,
+        no_eos_after: &[u32],
+    ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+        decoding::decode_with(&self.decoder, features, self.config.tokens, self.config.max_length, strategy, no_eos_after)
     }
 }
 

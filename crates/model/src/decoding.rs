@@ -41,6 +41,15 @@
 //! are returned, best first. Done images leave the batch. Optionally, a token that would repeat a
 //! trigram already in the hypothesis is blocked (Paulus et al., 2017).
 //!
+//! # Bad endings
+//!
+//! The `*_with` functions take `no_eos_after`, token ids that a caption may not end with:
+//! `<eos>` is removed from the choices of every hypothesis whose last word is one of them, as
+//! ImageCaptioning.pytorch's `remove_bad_endings` does for `a`, `the`, `with`, ... (see
+//! [`BAD_ENDINGS`]). Self-critical training on CIDEr-D tends to teach a model to stop after such
+//! a word (`a girl in a pink shirt is standing on the`); this keeps the decoder going instead.
+//! A hypothesis cut at `max_length` may still end with one.
+//!
 //! # Sampling
 //!
 //! Each row draws its next token from `softmax(log p / temperature)` restricted to the `top_k`
@@ -59,6 +68,10 @@ use serde::{Deserialize, Serialize};
 use crate::captioner::SpecialTokens;
 use crate::decoder::{CaptionDecoder, DecoderState};
 use crate::encoder::EncoderOutput;
+
+/// ImageCaptioning.pytorch's list of words a caption should not end with (its `bad_endings`).
+pub const BAD_ENDINGS: [&str; 14] =
+    ["with", "in", "on", "of", "a", "at", "to", "for", "an", "this", "his", "her", "that", "the"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -300,11 +313,52 @@ pub fn decode<B: Backend, D: CaptionDecoder<B>>(
     max_length: usize,
     strategy: &DecodeStrategy,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+    decode_with(decoder, features, tokens, max_length, strategy, &[])
+}
+
+/// [`decode`], with no caption ending in one of the `no_eos_after` tokens (see the module docs).
+pub fn decode_with<B: Backend, D: CaptionDecoder<B>>(
+    decoder: &D,
+    features: &EncoderOutput<B>,
+    tokens: SpecialTokens,
+    max_length: usize,
+    strategy: &DecodeStrategy,
+    no_eos_after: &[u32],
+) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
     match strategy {
-        DecodeStrategy::Greedy => Ok(greedy(decoder, features, tokens, max_length)?.into_iter().map(|h| vec![h]).collect()),
-        DecodeStrategy::Beam(config) => beam_search(decoder, features, tokens, max_length, config),
-        DecodeStrategy::Sample(config) => sample(decoder, features, tokens, max_length, config),
+        DecodeStrategy::Greedy => {
+            Ok(greedy_with(decoder, features, tokens, max_length, no_eos_after)?.into_iter().map(|h| vec![h]).collect())
+        }
+        DecodeStrategy::Beam(config) => beam_search_with(decoder, features, tokens, max_length, config, no_eos_after),
+        DecodeStrategy::Sample(config) => sample_with(decoder, features, tokens, max_length, config, no_eos_after),
     }
+}
+
+/// `[rows, V]`: 0, and -inf at `<eos>` in the rows whose last token is in `no_eos_after`;
+/// `None` when no row has one.
+fn bad_ending_mask<B: Backend>(
+    last: impl Iterator<Item = Option<u32>>,
+    no_eos_after: &[u32],
+    eos: u32,
+    vocab: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 2>> {
+    let mut rows = 0;
+    let mut blocked = Vec::new();
+    for token in last {
+        if token.is_some_and(|t| no_eos_after.contains(&t)) {
+            blocked.push(rows);
+        }
+        rows += 1;
+    }
+    if blocked.is_empty() {
+        return None;
+    }
+    let mut mask = vec![0f32; rows * vocab];
+    for row in blocked {
+        mask[row * vocab + eos as usize] = f32::NEG_INFINITY;
+    }
+    Some(Tensor::from_data(TensorData::new(mask, [rows, vocab]), device))
 }
 
 fn check_common<B: Backend, D: CaptionDecoder<B>>(decoder: &D, tokens: SpecialTokens, max_length: usize) -> Result<(), DecodeError> {
@@ -364,9 +418,20 @@ pub fn greedy<B: Backend, D: CaptionDecoder<B>>(
     tokens: SpecialTokens,
     max_length: usize,
 ) -> Result<Vec<Hypothesis>, DecodeError> {
+    greedy_with(decoder, features, tokens, max_length, &[])
+}
+
+/// [`greedy`], with no caption ending in one of the `no_eos_after` tokens.
+pub fn greedy_with<B: Backend, D: CaptionDecoder<B>>(
+    decoder: &D,
+    features: &EncoderOutput<B>,
+    tokens: SpecialTokens,
+    max_length: usize,
+    no_eos_after: &[u32],
+) -> Result<Vec<Hypothesis>, DecodeError> {
     check_common(decoder, tokens, max_length)?;
     let ban = ban_mask::<B>(tokens, decoder.vocab_size(), &features.regions.device());
-    Ok(single_paths(decoder, features, tokens, max_length, 1, |_, log_probs| {
+    Ok(single_paths(decoder, features, tokens, max_length, 1, no_eos_after, |_, log_probs| {
         // Adding 0 keeps the chosen token's log-probability exactly the model's.
         let (values, indices) = (log_probs + ban.clone()).max_dim_with_indices(1);
         let values = floats(values);
@@ -382,6 +447,18 @@ pub fn sample<B: Backend, D: CaptionDecoder<B>>(
     max_length: usize,
     config: &SamplingConfig,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+    sample_with(decoder, features, tokens, max_length, config, &[])
+}
+
+/// [`sample`], with no caption ending in one of the `no_eos_after` tokens.
+pub fn sample_with<B: Backend, D: CaptionDecoder<B>>(
+    decoder: &D,
+    features: &EncoderOutput<B>,
+    tokens: SpecialTokens,
+    max_length: usize,
+    config: &SamplingConfig,
+    no_eos_after: &[u32],
+) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
     check_common(decoder, tokens, max_length)?;
     config.validate()?;
     let images = features.regions.dims()[0];
@@ -389,7 +466,7 @@ pub fn sample<B: Backend, D: CaptionDecoder<B>>(
     let mut rngs: Vec<SplitMix64> = (0..images * n).map(|row| SplitMix64::for_item(config.seed, row as u64)).collect();
     let vocab = decoder.vocab_size();
     let banned = banned_tokens(tokens);
-    let paths = single_paths(decoder, features, tokens, max_length, n, |rows, log_probs| {
+    let paths = single_paths(decoder, features, tokens, max_length, n, no_eos_after, |rows, log_probs| {
         let values = floats(log_probs);
         rows.iter()
             .zip(values.chunks_exact(vocab))
@@ -449,13 +526,14 @@ struct Path {
 
 /// Decodes `copies` independent paths per image (rows `image * copies + c`); `pick` chooses
 /// each active row's next token and its log-probability from the rows' log-probabilities
-/// `[active, V]`, given the active rows' indices.
+/// `[active, V]` (`<eos>` at -inf after a `no_eos_after` token), given the active rows' indices.
 fn single_paths<B, D, F>(
     decoder: &D,
     features: &EncoderOutput<B>,
     tokens: SpecialTokens,
     max_length: usize,
     copies: usize,
+    no_eos_after: &[u32],
     mut pick: F,
 ) -> Vec<Hypothesis>
 where
@@ -481,8 +559,19 @@ where
             break;
         }
         let input = int_tensor(active.iter().map(|&row| last[row] as i64).collect(), &device);
-        let (log_probs, next) = decoder.step(state, input);
+        let (mut log_probs, next) = decoder.step(state, input);
         state = next;
+        if step > 0
+            && let Some(mask) = bad_ending_mask::<B>(
+                active.iter().map(|&row| Some(last[row])),
+                no_eos_after,
+                tokens.eos,
+                decoder.vocab_size(),
+                &device,
+            )
+        {
+            log_probs = log_probs + mask;
+        }
         let picks = pick(&active, log_probs);
         let mut keep = Vec::with_capacity(active.len());
         for (local, (&row, (token, lp))) in active.iter().zip(picks).enumerate() {
@@ -532,6 +621,18 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
     max_length: usize,
     config: &BeamSearchConfig,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+    beam_search_with(decoder, features, tokens, max_length, config, &[])
+}
+
+/// [`beam_search`], with no caption ending in one of the `no_eos_after` tokens.
+pub fn beam_search_with<B: Backend, D: CaptionDecoder<B>>(
+    decoder: &D,
+    features: &EncoderOutput<B>,
+    tokens: SpecialTokens,
+    max_length: usize,
+    config: &BeamSearchConfig,
+    no_eos_after: &[u32],
+) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
     check_common(decoder, tokens, max_length)?;
     config.validate()?;
     let device = features.regions.device();
@@ -563,6 +664,15 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
 
         let base: Vec<f32> = slots().map(|beam| beam.as_ref().map_or(f32::NEG_INFINITY, |b| b.log_prob as f32)).collect();
         let mut scores = log_probs.clone() + Tensor::<B, 2>::from_data(TensorData::new(base, [rows, 1]), &device) + ban.clone();
+        if let Some(mask) = bad_ending_mask::<B>(
+            slots().map(|beam| beam.as_ref().and_then(|b| b.tokens.last().copied())),
+            no_eos_after,
+            tokens.eos,
+            vocab,
+            &device,
+        ) {
+            scores = scores + mask;
+        }
         if config.block_repeated_trigrams {
             let mut mask = vec![0f32; rows * vocab];
             let mut any = false;

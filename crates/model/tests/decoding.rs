@@ -208,6 +208,43 @@ fn beam_search_finds_what_greedy_misses_and_ranks_by_the_penalty() {
 }
 
 #[test]
+fn bad_endings_are_not_ended_on() {
+    // From <bos>: 3 (likely), then 4 (a "bad ending" word) which mostly ends the caption;
+    // after 4, 5 is the only other way on, and 5 ends.
+    let z = 0.0;
+    let table = markov([
+        [1.0, z, z, z, z, z, z],
+        [z, z, z, 1.0, z, z, z],
+        [z, z, 1.0, z, z, z, z],
+        [z, z, 0.1, z, 0.9, z, z],
+        [z, z, 0.8, z, z, 0.2, z],
+        [z, z, 1.0, z, z, z, z],
+        [z, z, 1.0, z, z, z, z],
+    ]);
+    let device = Default::default();
+    let features = features::<B>(2, &device);
+    let strategies = [
+        DecodeStrategy::Greedy,
+        DecodeStrategy::Beam(BeamSearchConfig::new(2)),
+        DecodeStrategy::Sample(SamplingConfig::new(7).with_num_samples(4)),
+    ];
+    for strategy in &strategies {
+        let plain = decoding::decode(&table, &features, TOKENS, 6, strategy).unwrap();
+        assert!(plain.iter().flatten().any(|h| h.tokens.last() == Some(&4)), "{strategy:?}: {plain:?}");
+        let blocked = decoding::decode_with(&table, &features, TOKENS, 6, strategy, &[4]).unwrap();
+        for h in blocked.iter().flatten() {
+            check_hypothesis(&format!("{strategy:?}"), h, LengthPenalty::None);
+            assert!(h.finished && h.tokens.last() != Some(&4), "{strategy:?}: {h:?}");
+            // The scores stay the model's own: "3 4 5 <eos>" = 0.9 * 0.2 * 1.0 after 3.
+            if h.tokens == [3, 4, 5] {
+                assert!((h.log_prob - 0.18f64.ln()).abs() < 1e-5, "{h:?}");
+            }
+        }
+        assert!(blocked.iter().flatten().any(|h| h.tokens == [3, 4, 5]), "{strategy:?}: {blocked:?}");
+    }
+}
+
+#[test]
 fn trigram_blocking_prevents_loops() {
     // 3 -> 4 -> 5 -> 3 is a likely loop; 6 is a rare way out.
     let z = 0.0;

@@ -292,6 +292,10 @@ pub struct TrainConfig {
     pub decode: DecodeStrategy,
     /// Decoding for the final test evaluation.
     pub test_decode: DecodeStrategy,
+    /// No caption ends with `a`, `the`, `with`, ... (ImageCaptioning.pytorch's
+    /// `remove_bad_endings`, its word list): applies to validation, test, `caption eval` and
+    /// SCST's samples and greedy baseline.
+    pub block_bad_endings: bool,
     /// Validation score that selects the best checkpoint and drives early stopping.
     pub best_metric: String,
     /// Stop after this many validations without improvement (0: never stop early).
@@ -350,6 +354,7 @@ impl Default for TrainConfig {
             attention_regularizer: 0.02,
             decode: DecodeStrategy::Greedy,
             test_decode: DecodeStrategy::Beam(BeamSearchConfig::new(3)),
+            block_bad_endings: false,
             best_metric: "CIDEr".into(),
             patience: 5,
             val_every: 1,

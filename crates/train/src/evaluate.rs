@@ -44,15 +44,30 @@ impl EvalInputs<'_> {
     }
 }
 
-/// Captions for every image of `inputs`, in order (the best hypothesis of each).
+/// The token ids of ImageCaptioning.pytorch's bad endings (`caption_model::decoding::BAD_ENDINGS`)
+/// in `text`'s vocabulary: the words that are one token there (`train.block_bad_endings`).
+pub fn bad_ending_ids(text: &TextEncoder) -> Vec<u32> {
+    caption_model::decoding::BAD_ENDINGS
+        .iter()
+        .filter_map(|word| match text.encode(word)[..] {
+            [id] if id != text.unk_id() => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Captions for every image of `inputs`, in order (the best hypothesis of each); with
+/// `block_bad_endings`, none ends with one of [`bad_ending_ids`].
 pub fn decode_images<B: Backend>(
     model: &Captioner<B>,
     text: &TextEncoder,
     inputs: EvalInputs,
     strategy: &DecodeStrategy,
+    block_bad_endings: bool,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<Vec<String>> {
+    let no_eos_after = if block_bad_endings { bad_ending_ids(text) } else { Vec::new() };
     let mut captions = Vec::with_capacity(inputs.len());
     let indices: Vec<usize> = (0..inputs.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
@@ -61,9 +76,9 @@ pub fn decode_images<B: Backend>(
                 let size = source.config.size as usize;
                 let pixels = source.pixels(chunk, None)?;
                 let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len(), 3, size, size]), device);
-                model.decode(images, strategy)
+                model.decode_features_with(&model.encode(images), strategy, &no_eos_after)
             }
-            EvalInputs::Features(set) => model.decode_features(&set.encoder_output(chunk, device), strategy),
+            EvalInputs::Features(set) => model.decode_features_with(&set.encoder_output(chunk, device), strategy, &no_eos_after),
         }
         .context("decoding")?;
         captions.extend(hypotheses.iter().map(|list| list.first().map(|h| text.decode(&h.tokens)).unwrap_or_default()));
@@ -95,6 +110,8 @@ pub struct EvalJob {
     /// Evaluate the first N images only (0: all).
     pub max_images: usize,
     pub decode: DecodeStrategy,
+    /// `train.block_bad_endings`.
+    pub block_bad_endings: bool,
     pub batch_size: usize,
     pub meteor: Option<Meteor>,
     pub out: PathBuf,
@@ -157,6 +174,7 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
         inputs,
         &samples,
         &job.decode,
+        job.block_bad_endings,
         job.batch_size,
         job.meteor.as_ref(),
         label,
@@ -188,6 +206,7 @@ pub fn evaluate_split<B: Backend>(
     inputs: EvalInputs,
     samples: &[&Sample],
     decode: &DecodeStrategy,
+    block_bad_endings: bool,
     batch_size: usize,
     meteor: Option<&Meteor>,
     label: ReportLabel,
@@ -195,7 +214,7 @@ pub fn evaluate_split<B: Backend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<(TestReport, Vec<String>)> {
-    let candidates = decode_images(model, text, inputs, decode, batch_size, device)?;
+    let candidates = decode_images(model, text, inputs, decode, block_bad_endings, batch_size, device)?;
     let evaluation = score_with(samples, &candidates, meteor)?;
     let report = TestReport {
         title: label.title,
@@ -204,6 +223,7 @@ pub fn evaluate_split<B: Backend>(
         epoch: label.epoch,
         step: label.step,
         decode: decode.clone(),
+        block_bad_endings,
         images: samples.len(),
         metrics: evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect(),
         seconds: start.elapsed().as_secs_f64(),
@@ -222,6 +242,8 @@ pub struct TestReport {
     pub epoch: Option<u64>,
     pub step: u64,
     pub decode: DecodeStrategy,
+    /// Whether captions were kept from ending with a bad ending (`train.block_bad_endings`).
+    pub block_bad_endings: bool,
     pub images: usize,
     /// Corpus scores, pycocoevalcap's names and order.
     pub metrics: Vec<(String, f64)>,
@@ -247,6 +269,7 @@ pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], ca
         "epoch": report.epoch,
         "step": report.step,
         "decode": report.decode,
+        "block_bad_endings": report.block_bad_endings,
         "images": report.images,
         "metrics": metrics,
         "seconds": report.seconds,
@@ -304,7 +327,7 @@ pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], ca
             ("checkpoint".into(), report.checkpoint.clone()),
             ("epoch".into(), report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into())),
             ("step".into(), report.step.to_string()),
-            ("decoding".into(), describe_strategy(&report.decode)),
+            ("decoding".into(), describe_decoding(report)),
         ],
         corpus: report.metrics.clone(),
     };
@@ -331,7 +354,7 @@ pub fn format_report(report: &TestReport, samples: &[&Sample], candidates: &[Str
         report.checkpoint,
         report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
         report.step,
-        describe_strategy(&report.decode)
+        describe_decoding(report)
     );
     out += "| metric  |  score |\n|---------|-------:|\n";
     for (name, value) in &report.metrics {
@@ -350,10 +373,33 @@ pub fn format_report(report: &TestReport, samples: &[&Sample], candidates: &[Str
     out
 }
 
+/// The report's decoding, in words.
+fn describe_decoding(report: &TestReport) -> String {
+    let strategy = describe_strategy(&report.decode);
+    if report.block_bad_endings { format!("{strategy}, no bad endings") } else { strategy }
+}
+
 pub fn describe_strategy(strategy: &DecodeStrategy) -> String {
     match strategy {
         DecodeStrategy::Greedy => "greedy".into(),
         DecodeStrategy::Beam(beam) => format!("beam {} (length penalty {})", beam.beam_size, beam.length_penalty),
         DecodeStrategy::Sample(sample) => format!("sampling (temperature {})", sample.temperature),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caption_data::VocabConfig;
+
+    #[test]
+    fn bad_ending_ids_are_the_listed_words_in_the_vocabulary() {
+        let captions = ["a dog on the grass", "a dog with a ball", "the cat sleeps"];
+        let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &captions).unwrap();
+        let mut ids = bad_ending_ids(&text);
+        ids.sort_unstable();
+        let mut expected: Vec<u32> = ["a", "on", "the", "with"].iter().map(|w| text.encode(w)[0]).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
     }
 }

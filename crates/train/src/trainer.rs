@@ -34,7 +34,7 @@ use crate::features;
 use crate::progress::EpochProgress;
 use crate::scst::{self, ScstConfig};
 use crate::tensorboard::EventWriter;
-use crate::evaluate::{EvalInputs, ReportLabel, TestReport, decode_images, evaluate_split, describe_strategy, format_report, score};
+use crate::evaluate::{EvalInputs, ReportLabel, TestReport, bad_ending_ids, decode_images, evaluate_split, describe_strategy, format_report, score};
 use crate::run_dir::{
     self, BEST, CHECKPOINTS_DIR, CONFIG_FILE, Manifest, TENSORBOARD_DIR, MetricsLog, ResumeRecord, annotation_files, create_run_dir, fingerprint, git_commit,
 };
@@ -348,10 +348,14 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     let inference = EncoderOutput { regions: features.regions.clone().inner(), pooled: features.pooled.clone().inner() };
     let decoder = model.decoder.valid();
     let (tokens, max_length) = (model.config().tokens, model.config().max_length);
-    let samples = caption_model::decoding::sample(&decoder, &inference, tokens, max_length, &scst::sampling(scst_config, sample_seed))
+    let no_eos_after = if config.block_bad_endings { bad_ending_ids(text) } else { Vec::new() };
+    let sampling = scst::sampling(scst_config, sample_seed);
+    let samples = caption_model::decoding::sample_with(&decoder, &inference, tokens, max_length, &sampling, &no_eos_after)
         .context("drawing SCST samples")?;
     let greedy = match scst_config.baseline {
-        scst::Baseline::Greedy => Some(caption_model::decoding::greedy(&decoder, &inference, tokens, max_length).context("greedy SCST baseline")?),
+        scst::Baseline::Greedy => Some(
+            caption_model::decoding::greedy_with(&decoder, &inference, tokens, max_length, &no_eos_after).context("greedy SCST baseline")?,
+        ),
         scst::Baseline::Mean => None,
     };
     let rollout = scst::rollout(scst_config, reward, text, tokens, &batch.image_indices, &samples, greedy.as_deref());
@@ -861,7 +865,15 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         if validate {
             let val_start = Instant::now();
             let inference = model.valid();
-            let candidates = decode_images(&inference, &text, val_inputs, &train_config.decode, train_config.eval_batch_size, &device)?;
+            let candidates = decode_images(
+                &inference,
+                &text,
+                val_inputs,
+                &train_config.decode,
+                train_config.block_bad_endings,
+                train_config.eval_batch_size,
+                &device,
+            )?;
             let evaluation = score(&val_samples, &candidates)?;
             last_val = evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect();
             let value = evaluation.corpus.get(&train_config.best_metric).unwrap_or(f64::NAN);
@@ -955,6 +967,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 inputs,
                 &test_samples,
                 &train_config.test_decode,
+                train_config.block_bad_endings,
                 train_config.eval_batch_size,
                 None,
                 label,
