@@ -334,29 +334,31 @@ pub fn decode_with<B: Backend, D: CaptionDecoder<B>>(
     }
 }
 
-/// `[rows, V]`: 0, and -inf at `<eos>` in the rows whose last token is in `no_eos_after`;
-/// `None` when no row has one.
-fn bad_ending_mask<B: Backend>(
-    last: impl Iterator<Item = Option<u32>>,
-    no_eos_after: &[u32],
-    eos: u32,
+/// `<eos>` if a hypothesis whose last token is `last` may not end there, else nothing.
+fn blocked_ending(last: Option<u32>, no_eos_after: &[u32], eos: u32) -> Option<u32> {
+    last.filter(|t| no_eos_after.contains(t)).map(|_| eos)
+}
+
+/// `[rows, V]`: 0, and -inf at each row's blocked tokens (one list per row); `None` when no row
+/// blocks any, so nothing needs adding.
+fn blocked_mask<B: Backend, T: IntoIterator<Item = u32>>(
+    blocked: impl Iterator<Item = T>,
     vocab: usize,
     device: &B::Device,
 ) -> Option<Tensor<B, 2>> {
+    // Positions first: the dense mask is only built when something is blocked.
     let mut rows = 0;
-    let mut blocked = Vec::new();
-    for token in last {
-        if token.is_some_and(|t| no_eos_after.contains(&t)) {
-            blocked.push(rows);
-        }
+    let mut positions = Vec::new();
+    for tokens in blocked {
+        positions.extend(tokens.into_iter().map(|token| rows * vocab + token as usize));
         rows += 1;
     }
-    if blocked.is_empty() {
+    if positions.is_empty() {
         return None;
     }
     let mut mask = vec![0f32; rows * vocab];
-    for row in blocked {
-        mask[row * vocab + eos as usize] = f32::NEG_INFINITY;
+    for at in positions {
+        mask[at] = f32::NEG_INFINITY;
     }
     Some(Tensor::from_data(TensorData::new(mask, [rows, vocab]), device))
 }
@@ -561,11 +563,10 @@ where
         let input = int_tensor(active.iter().map(|&row| last[row] as i64).collect(), &device);
         let (mut log_probs, next) = decoder.step(state, input);
         state = next;
+        // At step 0 `last` is `<bos>`, not a word.
         if step > 0
-            && let Some(mask) = bad_ending_mask::<B>(
-                active.iter().map(|&row| Some(last[row])),
-                no_eos_after,
-                tokens.eos,
+            && let Some(mask) = blocked_mask::<B, _>(
+                active.iter().map(|&row| blocked_ending(Some(last[row]), no_eos_after, tokens.eos)),
                 decoder.vocab_size(),
                 &device,
             )
@@ -664,27 +665,15 @@ pub fn beam_search_with<B: Backend, D: CaptionDecoder<B>>(
 
         let base: Vec<f32> = slots().map(|beam| beam.as_ref().map_or(f32::NEG_INFINITY, |b| b.log_prob as f32)).collect();
         let mut scores = log_probs.clone() + Tensor::<B, 2>::from_data(TensorData::new(base, [rows, 1]), &device) + ban.clone();
-        if let Some(mask) = bad_ending_mask::<B>(
-            slots().map(|beam| beam.as_ref().and_then(|b| b.tokens.last().copied())),
-            no_eos_after,
-            tokens.eos,
-            vocab,
-            &device,
-        ) {
+        // Per beam: the tokens that would repeat a trigram, and `<eos>` after a bad ending.
+        let blocked = slots().map(|beam| {
+            let Some(beam) = beam else { return Vec::new() };
+            let mut blocked = if config.block_repeated_trigrams { blocked_by_trigrams(&beam.tokens) } else { Vec::new() };
+            blocked.extend(blocked_ending(beam.tokens.last().copied(), no_eos_after, tokens.eos));
+            blocked
+        });
+        if let Some(mask) = blocked_mask::<B, _>(blocked, vocab, &device) {
             scores = scores + mask;
-        }
-        if config.block_repeated_trigrams {
-            let mut mask = vec![0f32; rows * vocab];
-            let mut any = false;
-            for (row, beam) in slots().enumerate() {
-                for token in beam.as_ref().map(|b| blocked_by_trigrams(&b.tokens)).unwrap_or_default() {
-                    mask[row * vocab + token as usize] = f32::NEG_INFINITY;
-                    any = true;
-                }
-            }
-            if any {
-                scores = scores + Tensor::<B, 2>::from_data(TensorData::new(mask, [rows, vocab]), &device);
-            }
         }
         let (top_scores, top_indices) = scores.reshape([active.len(), k * vocab]).topk_with_indices(width, 1);
         let top_log_probs = floats(log_probs.reshape([active.len(), k * vocab]).gather(1, top_indices.clone()));

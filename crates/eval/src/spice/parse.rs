@@ -1188,8 +1188,7 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
                     && *form == Form::Ing
                     && lemma != "stand"
                     && matches!(prev, Some(Item::Np(0)))
-                    && matches!(items.first(), Some(Item::Np(0)))
-                    && matches!(roles[0], Role::Subject);
+                    && matches!(items.first(), Some(Item::Np(0)));
                 let subjects = if infinitive || after_sub || fragment {
                     Vec::new()
                 } else {
