@@ -194,6 +194,7 @@ fn feedback_exports_as_a_dataset_that_data_stats_reads() {
             image_sha256: "ab".repeat(32),
             model: "tiny-v1".into(),
             captions: serde_json::json!([{"text": "a circle", "confidence": 0.4}]),
+            client: None,
         };
         store.record_requests(&[(record, "png", &image)], 10).unwrap();
         let correction = NewFeedback {

@@ -127,7 +127,7 @@ fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>, max_pixels: u64) -> 
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(4).max(1 << 20));
     reader.limits(limits);
-    Ok(reader.decode().map_err(describe)?.to_rgb8())
+    Ok(reader.decode().map_err(describe)?.into_rgb8())
 }
 
 fn describe(e: image::ImageError) -> String {
@@ -153,6 +153,61 @@ pub fn decode_bytes(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
     let err = |message| DataError::Image { path: name.into(), message };
     probe_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)?;
     decode_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)
+}
+
+/// Decodes uploaded image bytes for a network whose input side is `size`, refusing truncated
+/// JPEGs (they would otherwise decode to a partly grey picture). A JPEG whose shorter side is at
+/// least four times `size` is decoded at 1/2, 1/4 or 1/8 scale in the DCT, its shorter side
+/// staying at least twice `size`: a fraction of the memory and time of a full decode, and the
+/// resize to `size` still averages two or more decoded pixels per output pixel.
+pub fn decode_upload(bytes: &[u8], name: &str, max_pixels: u64, size: u32) -> Result<RgbImage> {
+    let err = |message| DataError::Image { path: name.into(), message };
+    let (width, height) = probe_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)?;
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+        if !jpeg_is_complete(bytes) {
+            return Err(err("truncated JPEG: the image data ends before its end-of-image marker".into()));
+        }
+        let denominator = dct_scale(width.min(height), size);
+        if denominator > 1
+            && let Some(image) = decode_jpeg_scaled(bytes, width, height, denominator).map_err(err)?
+        {
+            return Ok(image);
+        }
+    }
+    decode_reader(ImageReader::new(Cursor::new(bytes)), max_pixels).map_err(err)
+}
+
+/// The largest of 8, 4, 2 that keeps `shorter_side / denominator >= 2 * size`; 1 if none does.
+fn dct_scale(shorter_side: u32, size: u32) -> u32 {
+    [8, 4, 2].into_iter().find(|d| shorter_side / d >= 2 * size.max(1)).unwrap_or(1)
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker. Inside entropy-coded data
+/// 0xFF is always followed by 0x00 or a restart marker, so the last `FF DA` is the last scan's
+/// start (an embedded thumbnail's markers come before the main image's).
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(start) => bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+/// Decodes a JPEG at `1/denominator` scale; `None` for pixel formats other than 8-bit grey and
+/// RGB (CMYK, 16-bit), which the full decoder handles.
+fn decode_jpeg_scaled(bytes: &[u8], width: u32, height: u32, denominator: u32) -> std::result::Result<Option<RgbImage>, String> {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    let requested = |side: u32| u16::try_from(side.div_ceil(denominator)).unwrap_or(u16::MAX);
+    let (w, h) = decoder.scale(requested(width), requested(height)).map_err(|e| format!("cannot decode: {e}"))?;
+    let pixels = decoder.decode().map_err(|e| format!("cannot decode: {e} (is the file truncated or corrupt?)"))?;
+    let format = decoder.info().map(|info| info.pixel_format);
+    let (w, h) = (u32::from(w), u32::from(h));
+    let rgb = match format {
+        Some(jpeg_decoder::PixelFormat::RGB24) => pixels,
+        Some(jpeg_decoder::PixelFormat::L8) => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => return Ok(None),
+    };
+    RgbImage::from_raw(w, h, rgb).map(Some).ok_or_else(|| "cannot decode: the decoder returned fewer pixels than its size".into())
 }
 
 /// A JPEG of the image at `path` whose longer side is at most `side` pixels, for reports.
@@ -284,6 +339,35 @@ mod tests {
         let differs = (2..20).any(|s| prepare(&img, &cfg, Some(s)) != a);
         assert!(differs, "different seeds never changed the crop");
         assert_eq!(prepare(&img, &cfg, None), prepare(&img, &cfg, None));
+    }
+
+    fn jpeg(image: &RgbImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(image).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn large_jpegs_are_decoded_scaled_and_truncated_ones_refused() {
+        let big = gradient(1000, 800);
+        let bytes = jpeg(&big);
+        // 800 / 2 = 400 >= 2 * 100; 800 / 4 = 200 >= 200: decoded at 1/4.
+        let scaled = decode_upload(&bytes, "big.jpg", 1 << 30, 100).unwrap();
+        assert_eq!(scaled.dimensions(), (250, 200));
+        let full = decode_bytes(&bytes, "big.jpg", 1 << 30).unwrap();
+        // The same picture: compare after bringing both to the network's size.
+        let cfg = ImageConfig { size: 100, ..Default::default() };
+        let (a, b) = (prepare(&scaled, &cfg, None).chw, prepare(&full, &cfg, None).chw);
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 0.1, "scaled decode differs by {worst} (normalised units)");
+        // Small enough: decoded as is.
+        assert_eq!(decode_upload(&bytes, "big.jpg", 1 << 30, 224).unwrap().dimensions(), (1000, 800));
+        assert_eq!((dct_scale(6000, 224), dct_scale(1000, 224), dct_scale(447, 224)), (8, 2, 1));
+
+        let err = decode_upload(&bytes[..bytes.len() / 3], "cut.jpg", 1 << 30, 100).unwrap_err().to_string();
+        assert!(err.contains("cut.jpg") && err.contains("truncated"), "{err}");
+        let err = decode_upload(&bytes[..bytes.len() - 2], "cut.jpg", 1 << 30, 224).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]

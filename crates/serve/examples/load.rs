@@ -4,10 +4,16 @@
 //! answers), and reports throughput and latency percentiles. Run it with dynamic batching on and
 //! off (`--max-batch 1`) to see what batching buys. Bounded in count and time (`--seconds`).
 //!
+//! `--worst-case` sends instead, from every client at once, different small PNGs that claim the
+//! most pixels the server accepts (`limits.max_pixels`, 6000 x 4000), and reports the process's
+//! resident memory before, at its peak and after, with the answers that were captions and those
+//! that were 503 (`limits.max_decoding_pixels`, which `--max-decoding-pixels` overrides). Memory
+//! is kept as `caption serve` keeps it (`caption_model::allocator`).
+//!
 //! cargo run --release -p caption-serve --example load -- --checkpoint experiments/<run>/checkpoints/best \
-//!     [--requests 400] [--clients 8] [--max-batch 8] [--max-wait-ms 5] [--seconds 120]
+//!     [--requests 400] [--clients 8] [--max-batch 8] [--max-wait-ms 5] [--seconds 120] \
+//!     [--worst-case [--max-decoding-pixels N]]
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -28,10 +34,22 @@ struct Options {
     max_wait_ms: u64,
     seconds: u64,
     image_size: u32,
+    worst_case: bool,
+    max_decoding_pixels: Option<u64>,
 }
 
 fn options() -> Options {
-    let mut o = Options { checkpoint: None, requests: 400, clients: 8, max_batch: 8, max_wait_ms: 5, seconds: 120, image_size: 64 };
+    let mut o = Options {
+        checkpoint: None,
+        requests: 400,
+        clients: 8,
+        max_batch: 8,
+        max_wait_ms: 5,
+        seconds: 120,
+        image_size: 64,
+        worst_case: false,
+        max_decoding_pixels: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -43,6 +61,8 @@ fn options() -> Options {
             "--max-wait-ms" => o.max_wait_ms = value().parse().expect("--max-wait-ms N"),
             "--seconds" => o.seconds = value().parse().expect("--seconds N"),
             "--image-size" => o.image_size = value().parse().expect("--image-size N"),
+            "--worst-case" => o.worst_case = true,
+            "--max-decoding-pixels" => o.max_decoding_pixels = Some(value().parse().expect("--max-decoding-pixels N")),
             other => panic!("unknown option {other}"),
         }
     }
@@ -58,6 +78,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
+    caption_model::allocator::keep_freed_memory();
     let o = options();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let checkpoint = o.checkpoint.clone().unwrap_or_else(|| {
@@ -69,7 +90,7 @@ fn main() {
     let registry = dir.path().join("registry");
     std::fs::create_dir(&registry).unwrap();
     let version = registry::promote(&registry, &checkpoint, None).expect("promoting the checkpoint");
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         host: "127.0.0.1".into(),
         port: 0,
         auth: AuthMode::Disabled,
@@ -78,6 +99,14 @@ fn main() {
         cache: CacheConfig { entries: 0 },
         ..Default::default()
     };
+    if let Some(pixels) = o.max_decoding_pixels {
+        config.limits.max_decoding_pixels = pixels;
+    }
+    let worst_case = o.worst_case.then(|| {
+        // Most pixels accepted, in a file of tens of kilobytes: 6000 x 4000 at the default.
+        let height = (config.limits.max_pixels / 6000) as u32;
+        common::png(6000, height, [120, 30, 200])
+    });
     let server = Server::start(ServerOptions { registry: registry.clone(), config }).expect("starting the server");
     let address = server.address();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -86,6 +115,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    let rss_before = common::status_mib("VmRSS:");
+    common::reset_peak_memory();
+    let worst_case = Arc::new(worst_case);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(std::sync::Barrier::new(o.clients));
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(o.requests)));
     let failures = Arc::new(AtomicUsize::new(0));
@@ -94,20 +128,27 @@ fn main() {
     let threads: Vec<_> = (0..o.clients)
         .map(|_| {
             let (next, latencies, failures) = (next.clone(), latencies.clone(), failures.clone());
+            let (worst_case, refused, barrier) = (worst_case.clone(), refused.clone(), barrier.clone());
             let (requests, size) = (o.requests, o.image_size);
             std::thread::spawn(move || {
+                barrier.wait();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= requests || Instant::now() > stop_at {
                         break;
                     }
-                    let colour = [(i % 251) as u8, (i / 251 % 251) as u8, 90];
-                    let body = json!({"image": common::base64(&common::png(size, size, colour))});
+                    let image = match worst_case.as_ref() {
+                        Some(png) => common::png_variant(png, &format!("request {i}")),
+                        None => common::png(size, size, [(i % 251) as u8, (i / 251 % 251) as u8, 90]),
+                    };
+                    let body = json!({"image": common::base64(&image)});
                     let sent = Instant::now();
                     let reply = common::post_json(address, "/api/v1/caption", None, &body);
                     let seconds = sent.elapsed().as_secs_f64();
                     if reply.status == 200 {
                         latencies.lock().unwrap().push(seconds);
+                    } else if reply.status == 503 && reply.header("retry-after").is_some() {
+                        refused.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
@@ -119,6 +160,8 @@ fn main() {
         thread.join().unwrap();
     }
     let wall = start.elapsed().as_secs_f64();
+    let rss_peak = common::status_mib("VmHWM:");
+    let rss_after = common::status_mib("VmRSS:");
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort_by(f64::total_cmp);
     let metrics = common::get(address, "/metrics", &[]).text();
@@ -131,8 +174,11 @@ fn main() {
         "{}",
         json!({
             "model": version.id, "clients": o.clients, "max_batch": o.max_batch, "max_wait_ms": o.max_wait_ms,
-            "image_size": o.image_size, "succeeded": latencies.len(), "failed": failures.load(Ordering::Relaxed),
+            "image_size": if o.worst_case { "6000x4000 PNG".to_string() } else { o.image_size.to_string() },
+            "succeeded": latencies.len(), "refused_503": refused.load(Ordering::Relaxed), "failed": failures.load(Ordering::Relaxed),
+            "rss_before_mib": rss_before, "rss_peak_mib": rss_peak, "rss_after_mib": rss_after,
             "seconds": wall, "requests_per_s": latencies.len() as f64 / wall,
+            "answered_per_s": (latencies.len() + refused.load(Ordering::Relaxed)) as f64 / wall,
             "p50_ms": percentile(&latencies, 50.0) * 1e3, "p99_ms": percentile(&latencies, 99.0) * 1e3,
             "mean_batch": mean_batch,
         })

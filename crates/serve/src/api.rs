@@ -8,17 +8,18 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use caption_data::image::{ImageConfig, decode_bytes, prepare};
+use caption_data::image::{ImageConfig, decode_upload, prepare};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Client;
 use crate::registry::{self, Version};
 use crate::server::{AppState, CacheKey};
-use crate::store::{RequestRecord, new_id};
+use crate::store::{RequestRecord, StoreError, new_id};
 use crate::worker::{Caption, DecodeOptions, ModelWorker, SamplingOptions, SubmitError};
 
 /// An error answer.
@@ -197,18 +198,23 @@ pub(crate) enum Shape {
     Batch,
 }
 
-pub async fn caption(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+pub async fn caption(State(state): State<Arc<AppState>>, Extension(client): Extension<Client>, request: Request) -> Result<Response, ApiError> {
     let model = loaded_model(&state)?;
     let upload = read_upload(&state, request, Shape::Single).await?;
     let options = resolve_options(&state, &model, &upload.options)?;
-    let results = caption_images(&state, &model, &upload.images, options).await?;
-    let mut request_ids = record_requests(&state, &model, &upload.images, &results, None).await;
+    let owner = client.owner.as_deref();
+    let results = caption_images(&state, &model, owner, &upload.images, options).await?;
+    let mut request_ids = record_requests(&state, &model, owner, &upload.images, &results, None).await;
     let (captions, cached) = results.into_iter().next().ok_or_else(|| ApiError::internal("no result for the image"))?;
     let request_id = request_ids.swap_remove(0);
     Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached, request_id }).into_response())
 }
 
-pub async fn caption_batch(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+pub async fn caption_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let model = loaded_model(&state)?;
     let upload = read_upload(&state, request, Shape::Batch).await?;
     let limit = state.config.limits.max_batch_images;
@@ -222,8 +228,9 @@ pub async fn caption_batch(State(state): State<Arc<AppState>>, request: Request)
         )));
     }
     let options = resolve_options(&state, &model, &upload.options)?;
-    let results = caption_images(&state, &model, &upload.images, options).await?;
-    let request_ids = record_requests(&state, &model, &upload.images, &results, None).await;
+    let owner = client.owner.as_deref();
+    let results = caption_images(&state, &model, owner, &upload.images, options).await?;
+    let request_ids = record_requests(&state, &model, owner, &upload.images, &results, None).await;
     let results = results.into_iter().zip(request_ids).map(|((captions, cached), request_id)| BatchItem { captions, cached, request_id }).collect();
     Ok(Json(BatchResponse { status: "success", results, model: ModelRef::from(&model.info.version) }).into_response())
 }
@@ -232,21 +239,44 @@ pub async fn health() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
+/// Ready while a model is loaded. When the registry's production version failed to load, the
+/// previous one still serves and the answer says so (`"status": "stale"`), so that the replica
+/// stays in service while the failure is visible.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let model = loaded_model(&state)?;
-    Ok(Json(serde_json::json!({"status": "ready", "model": ModelRef::from(&model.info.version)})).into_response())
+    writable_store(&state)?;
+    let mut body = serde_json::json!({"status": "ready", "model": ModelRef::from(&model.info.version)});
+    if let Some(failure) = state.reload_failure() {
+        body["status"] = "stale".into();
+        body["production"] = failure.production.into();
+        body["reload_error"] = failure.error.into();
+    }
+    Ok(Json(body).into_response())
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
+    text.push_str("# HELP caption_serving_production Whether the loaded model is the registry's production version (0 after a failed reload).\n");
+    text.push_str("# TYPE caption_serving_production gauge\n");
+    text.push_str(&format!("caption_serving_production {}\n", u8::from(state.reload_failure().is_none())));
     // Job counts come from the database, so they include jobs from before a restart.
     let store = state.store.clone();
-    if let Ok(Ok(counts)) = tokio::task::spawn_blocking(move || store.job_counts()).await {
+    if let Ok(Ok((counts, size))) = tokio::task::spawn_blocking(move || Ok::<_, StoreError>((store.job_counts()?, store.size()?))).await {
         text.push_str("# HELP caption_jobs Asynchronous jobs in the database, by state.\n# TYPE caption_jobs gauge\n");
         for (job_state, n) in counts {
             text.push_str(&format!("caption_jobs{{state=\"{}\"}} {n}\n", job_state.as_str()));
         }
+        text.push_str("# HELP caption_store_bytes Size of the server's database on disk (with its write-ahead log).\n# TYPE caption_store_bytes gauge\n");
+        text.push_str(&format!("caption_store_bytes {}\n", size.bytes));
+        text.push_str("# HELP caption_store_rows Rows in the server's database, by table.\n# TYPE caption_store_rows gauge\n");
+        for (table, n) in [("images", size.images), ("requests", size.requests), ("jobs", size.jobs)] {
+            text.push_str(&format!("caption_store_rows{{table=\"{table}\"}} {n}\n"));
+        }
     }
+    text.push_str("# HELP caption_decoding_pixels Pixels of the images being decoded now (limits.max_decoding_pixels caps it).\n# TYPE caption_decoding_pixels gauge\n");
+    text.push_str(&format!("caption_decoding_pixels {}\n", state.decode_budget.in_use()));
+    text.push_str("# HELP caption_decodes_refused_total Images answered 503 because limits.max_decoding_pixels was reached.\n# TYPE caption_decodes_refused_total counter\n");
+    text.push_str(&format!("caption_decodes_refused_total {}\n", state.decode_budget.refused()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -276,6 +306,12 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: see GET /openapi.json")
+}
+
+/// 503 when the server's database can no longer be written (its file deleted or replaced):
+/// nothing is acknowledged that a restart would lose.
+pub(crate) fn writable_store(state: &AppState) -> Result<(), ApiError> {
+    state.store.check_in_place().map_err(|e| ApiError::unavailable(format!("the server's database {e}")))
 }
 
 pub(crate) fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiError> {
@@ -340,8 +376,15 @@ pub(crate) async fn read_upload(state: &AppState, request: Request, shape: Shape
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, limit)
+    let body_timeout = Duration::from_millis(state.config.limits.body_timeout_ms);
+    let bytes = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} ms (`limits.body_timeout_ms`)", body_timeout.as_millis()),
+            )
+        })?
         .map_err(|e| if is_length_limit(&e) { too_large() } else { ApiError::bad_request(format!("cannot read the request body: {e}")) })?;
     if mime == "application/json" || mime.ends_with("+json") {
         let mut upload = parse_json(&bytes, shape)?;
@@ -484,63 +527,80 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
     Ok(Upload { images, options, url: None })
 }
 
-/// Captions every image, from the cache where possible; the rest are queued together so that
-/// the model thread decodes them in one batch. Results keep the images' order.
+/// Captions every image: from the cache where possible, else by the request already decoding
+/// the same image with the same options, else by decoding it. The images are prepared and
+/// queued concurrently, so that the model thread decodes them in one batch. Results keep the
+/// images' order; `true` marks an answer that was not decoded for this request.
 pub(crate) async fn caption_images(
     state: &Arc<AppState>,
     model: &Arc<ModelWorker>,
+    owner: Option<&str>,
     images: &[(String, Vec<u8>)],
     options: DecodeOptions,
 ) -> Result<Vec<(Vec<Caption>, bool)>, ApiError> {
-    let mut results: Vec<Option<(Vec<Caption>, bool)>> = vec![None; images.len()];
-    let mut misses = Vec::new();
-    for (index, (name, bytes)) in images.iter().enumerate() {
-        let key = CacheKey { image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
-        // Unseeded sampling is new every time: never answered from the cache.
-        let cached = if options.cacheable() { state.cache.get(&key) } else { None };
-        match cached {
-            Some(captions) => {
-                state.metrics.cache_hit();
-                results[index] = Some((captions, true));
-            }
-            None => {
-                state.metrics.cache_miss();
-                misses.push((index, name.clone(), bytes.clone(), key));
-            }
-        }
-    }
+    let answers = images.iter().map(|(name, bytes)| caption_image(state, model, owner, name, bytes, options));
+    futures_util::future::try_join_all(answers).await
+}
 
-    // Image decoding is CPU work: off the async threads.
-    let preprocess = model.info.preprocess.clone();
+async fn caption_image(
+    state: &Arc<AppState>,
+    model: &Arc<ModelWorker>,
+    owner: Option<&str>,
+    name: &str,
+    bytes: &[u8],
+    options: DecodeOptions,
+) -> Result<(Vec<Caption>, bool), ApiError> {
+    // Unseeded sampling is new every time: never shared.
+    if !options.cacheable() {
+        state.metrics.cache_miss();
+        return Ok((decode_image(state, model, name, bytes, options).await?, false));
+    }
+    let key = CacheKey { owner: owner.map(str::to_string), image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
+    if let Some(captions) = state.cache.get(&key) {
+        state.metrics.cache_hit();
+        return Ok((captions, true));
+    }
+    let (captions, decoded) = state.in_flight.run(&key, || decode_image(state, model, name, bytes, options)).await?;
+    if decoded {
+        state.metrics.cache_miss();
+        state.cache.insert(key, captions.clone());
+    } else {
+        state.metrics.cache_hit();
+    }
+    Ok((captions, !decoded))
+}
+
+/// Checks, decodes and prepares one image within the decoding budget, and has the model caption it.
+async fn decode_image(
+    state: &Arc<AppState>,
+    model: &Arc<ModelWorker>,
+    name: &str,
+    bytes: &[u8],
+    options: DecodeOptions,
+) -> Result<Vec<Caption>, ApiError> {
     let max_pixels = state.config.limits.max_pixels;
-    let prepared = tokio::task::spawn_blocking(move || {
-        misses
-            .into_iter()
-            .map(|(index, name, bytes, key)| prepare_image(&bytes, &name, max_pixels, &preprocess).map(|pixels| (index, key, pixels)))
-            .collect::<Result<Vec<_>, _>>()
+    let (width, height) = check_image(bytes, name, max_pixels)?;
+    let permit = state.decode_budget.try_acquire(u64::from(width) * u64::from(height)).ok_or_else(|| ApiError {
+        retry_after: Some(1),
+        ..ApiError::unavailable("the server is decoding as many image pixels as `limits.max_decoding_pixels` allows: retry shortly")
+    })?;
+    let preprocess = model.info.preprocess.clone();
+    let (name, bytes) = (name.to_string(), bytes.to_vec());
+    // Image decoding is CPU work: off the async threads.
+    let pixels = tokio::task::spawn_blocking(move || {
+        let prepared = prepare_image(&bytes, &name, max_pixels, &preprocess);
+        drop(permit);
+        prepared
     })
     .await
     .map_err(|e| ApiError::internal(format!("image preparation failed: {e}")))??;
-
-    let mut waiting = Vec::with_capacity(prepared.len());
-    for (index, key, pixels) in prepared {
-        let receiver = model.submit(pixels, options).map_err(|e| match e {
-            SubmitError::Overloaded => {
-                ApiError { retry_after: Some(1), ..ApiError::unavailable("the server is busy: too many images are waiting for the model") }
-            }
-            SubmitError::Stopped => ApiError::unavailable("the model is not running"),
-        })?;
-        waiting.push((index, key, receiver));
-    }
-    for (index, key, receiver) in waiting {
-        let captions =
-            receiver.await.map_err(|_| ApiError::unavailable("the model stopped before answering"))?.map_err(ApiError::internal)?;
-        if options.cacheable() {
-            state.cache.insert(key, captions.clone());
+    let receiver = model.submit(pixels, options).map_err(|e| match e {
+        SubmitError::Overloaded => {
+            ApiError { retry_after: Some(1), ..ApiError::unavailable("the server is busy: too many images are waiting for the model") }
         }
-        results[index] = Some((captions, false));
-    }
-    results.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| ApiError::internal("an image got no result"))
+        SubmitError::Stopped => ApiError::unavailable("the model is not running"),
+    })?;
+    receiver.await.map_err(|_| ApiError::unavailable("the model stopped before answering"))?.map_err(ApiError::internal)
 }
 
 /// Records each captioned image (its bytes, captions and model version) under a request id, so
@@ -550,6 +610,7 @@ pub(crate) async fn caption_images(
 pub(crate) async fn record_requests(
     state: &Arc<AppState>,
     model: &ModelWorker,
+    owner: Option<&str>,
     images: &[(String, Vec<u8>)],
     results: &[(Vec<Caption>, bool)],
     ids: Option<Vec<String>>,
@@ -568,6 +629,7 @@ pub(crate) async fn record_requests(
                 image_sha256: sha256_hex(bytes),
                 model: model.info.version.id.clone(),
                 captions: serde_json::to_value(captions).unwrap_or_default(),
+                client: owner.map(str::to_string),
             };
             (record, image_extension(bytes), bytes.clone())
         })
@@ -603,8 +665,9 @@ pub(crate) fn image_extension(bytes: &[u8]) -> &'static str {
     }
 }
 
-/// Checks the type and the header's pixel count without decoding the pixels.
-pub(crate) fn check_image(bytes: &[u8], name: &str, max_pixels: u64) -> Result<(), ApiError> {
+/// Checks the type, the header's pixel count and (for JPEG) that the file is complete, without
+/// decoding the pixels; returns (width, height).
+pub(crate) fn check_image(bytes: &[u8], name: &str, max_pixels: u64) -> Result<(u32, u32), ApiError> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ApiError::unsupported(format!("{name}: cannot read it: {e}")))?;
@@ -620,13 +683,16 @@ pub(crate) fn check_image(bytes: &[u8], name: &str, max_pixels: u64) -> Result<(
             "{name}: {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (`limits.max_pixels`)"
         )));
     }
-    Ok(())
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) && !caption_data::image::jpeg_is_complete(bytes) {
+        return Err(ApiError::unsupported(format!("{name}: truncated JPEG (its data ends before the end-of-image marker)")));
+    }
+    Ok((width, height))
 }
 
 /// Checks the image, then decodes and prepares it as the checkpoint was trained.
 fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageConfig) -> Result<Vec<f32>, ApiError> {
     check_image(bytes, name, max_pixels)?;
-    let rgb = decode_bytes(bytes, name, max_pixels).map_err(|e| ApiError::unsupported(e.to_string()))?;
+    let rgb = decode_upload(bytes, name, max_pixels, preprocess.size).map_err(|e| ApiError::unsupported(e.to_string()))?;
     Ok(prepare(&rgb, preprocess, None).chw)
 }
 

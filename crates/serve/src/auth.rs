@@ -1,6 +1,6 @@
 //! The gate in front of `/api/v1`: an `X-API-Key` that matches a stored hash (unless auth is
-//! disabled), then the client's rate limit. Clients are rate-limited by key name, or by address
-//! when auth is disabled.
+//! disabled), then the client's rate limit. Clients are rate-limited by key, or by address
+//! when auth is disabled; wrong keys are throttled by address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,37 +14,52 @@ use crate::server::AppState;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// Who is asking, for the handlers: the API key's name, or `None` when auth is disabled.
-/// Jobs and feedback remember it; a job is shown only to the key that submitted it.
+/// Who is asking, for the handlers.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub key: Option<String>,
+    /// The API key's id (its SHA-256), or `None` when auth is disabled. Requests, jobs and
+    /// feedback belong to it: another key's are answered as unknown ones are.
+    pub owner: Option<String>,
 }
 
 pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let key_name = match &state.keys {
+    let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| format!("ip:{}", address.ip()));
+    let address = address.unwrap_or_else(|| "anonymous".to_string());
+    let owner = match &state.keys {
         Some(keys) => {
-            let presented = request
-                .headers()
-                .get(API_KEY_HEADER)
-                .ok_or_else(|| ApiError::unauthorized("missing X-API-Key header: every /api/v1 request needs an API key"))?;
-            let presented = presented.to_str().map_err(|_| ApiError::unauthorized("invalid API key"))?;
-            Some(keys.verify(presented.trim()).map(str::to_string).ok_or_else(|| ApiError::unauthorized("invalid API key"))?)
+            // An address that sent too many wrong keys is not told whether its next one is right.
+            if let Some(wait) = state.failed_keys.as_ref().and_then(|limiter| limiter.empty_for(&address)) {
+                return Err(ApiError::rate_limited(wait));
+            }
+            let presented = request.headers().get(API_KEY_HEADER).map(|value| value.to_str().map(str::trim));
+            let identity = match presented {
+                Some(Ok(presented)) => keys.verify(presented),
+                _ => None,
+            };
+            match identity {
+                Some(identity) => Some(identity.id),
+                None => {
+                    if let Some(limiter) = &state.failed_keys {
+                        let _ = limiter.check(&address);
+                    }
+                    return Err(match presented {
+                        None => ApiError::unauthorized("missing X-API-Key header: every /api/v1 request needs an API key"),
+                        Some(_) => ApiError::unauthorized("invalid API key"),
+                    });
+                }
+            }
         }
         None => None,
     };
-    let client = match &key_name {
-        Some(name) => format!("key:{name}"),
-        None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(address)) => format!("ip:{}", address.ip()),
-            None => "anonymous".to_string(),
-        },
+    let client = match &owner {
+        Some(id) => format!("key:{id}"),
+        None => address,
     };
     if let Some(limiter) = &state.limiter
         && let Err(wait) = limiter.check(&client)
     {
         return Err(ApiError::rate_limited(wait));
     }
-    request.extensions_mut().insert(Client { key: key_name });
+    request.extensions_mut().insert(Client { owner });
     Ok(next.run(request).await)
 }

@@ -72,11 +72,17 @@ pub struct RateLimitConfig {
     pub requests_per_minute: u32,
     /// Requests a client may make at once after being idle (the bucket's size).
     pub burst: u32,
+    /// Wrong or missing API keys a client address may send per minute; past that (and
+    /// `failed_keys_burst`), every request from that address is answered 429 until its bucket
+    /// refills, right key or not, so that keys cannot be guessed. 0 turns this off.
+    pub failed_keys_per_minute: u32,
+    /// Wrong keys an address may send at once before it is throttled.
+    pub failed_keys_burst: u32,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { requests_per_minute: 120, burst: 20 }
+        RateLimitConfig { requests_per_minute: 120, burst: 20, failed_keys_per_minute: 10, failed_keys_burst: 20 }
     }
 }
 
@@ -85,24 +91,42 @@ impl Default for RateLimitConfig {
 pub struct LimitsConfig {
     /// Largest request body (base64 makes an image about a third larger).
     pub max_body_bytes: usize,
-    /// Images whose header claims more pixels are refused before decoding.
+    /// Images whose header claims more pixels are refused before decoding (413). The default
+    /// takes a 24-megapixel photo; the model sees a few hundred pixels a side, and large JPEGs
+    /// are decoded at reduced scale.
     pub max_pixels: u64,
+    /// Pixels (by the images' headers) being decoded at once, over all requests; an image that
+    /// does not fit is answered 503 with `Retry-After`. Bounds the memory decoding takes (about
+    /// 3 to 7 bytes a pixel while an image is decoded). At least `max_pixels`.
+    pub max_decoding_pixels: u64,
     /// Most images in one `/api/v1/caption/batch` request.
     pub max_batch_images: usize,
     /// A request taking longer is answered 504.
     pub request_timeout_ms: u64,
     /// Images waiting for the model; beyond this, requests are answered 503 at once.
     pub queue_capacity: usize,
+    /// A connection that has not sent a whole request head (line and headers) this long after
+    /// connecting, or after its previous answer, is closed.
+    pub header_timeout_ms: u64,
+    /// A request body not received whole this long after its head is answered 408.
+    pub body_timeout_ms: u64,
+    /// Open connections at once; further ones wait in the operating system's queue until one
+    /// closes.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: 10 * 1024 * 1024,
-            max_pixels: 40_000_000,
+            max_pixels: 24_000_000,
+            max_decoding_pixels: 48_000_000,
             max_batch_images: 16,
             request_timeout_ms: 30_000,
             queue_capacity: 256,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1_024,
         }
     }
 }
@@ -160,11 +184,14 @@ pub struct JobsConfig {
     pub concurrency: usize,
     /// Jobs waiting; beyond this, new ones are answered 503.
     pub max_queued: usize,
+    /// Finished jobs (and their images, unless feedback points at them) are deleted this long
+    /// after they finished; their ids are then unknown (404).
+    pub retain_hours: f64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { concurrency: 4, max_queued: 10_000 }
+        JobsConfig { concurrency: 4, max_queued: 10_000, retain_hours: 24.0 }
     }
 }
 
@@ -175,13 +202,17 @@ pub struct FeedbackConfig {
     /// Whether captioned images and their captions are recorded (with a `request_id` in the
     /// answer) and feedback is accepted. Off: no image is kept and the endpoint answers 404.
     pub enabled: bool,
-    /// Recorded requests kept (the oldest go first, unless feedback points at them).
+    /// Recorded requests (with their images) kept at most: the oldest go first, unless
+    /// feedback points at them.
     pub retain_requests: usize,
+    /// Recorded requests older than this are dropped (with their images, unless feedback or
+    /// a job points at them): feedback can name an answer for this long.
+    pub retain_hours: f64,
 }
 
 impl Default for FeedbackConfig {
     fn default() -> Self {
-        FeedbackConfig { enabled: true, retain_requests: 100_000 }
+        FeedbackConfig { enabled: true, retain_requests: 10_000, retain_hours: 24.0 }
     }
 }
 
@@ -260,6 +291,18 @@ impl ServeConfig {
         if self.limits.max_pixels == 0 {
             return Err("`limits.max_pixels` must be positive".into());
         }
+        if self.limits.max_decoding_pixels < self.limits.max_pixels {
+            return Err(format!(
+                "`limits.max_decoding_pixels` is {}, below `limits.max_pixels` ({}): the largest image accepted could never be decoded",
+                self.limits.max_decoding_pixels, self.limits.max_pixels
+            ));
+        }
+        if self.limits.header_timeout_ms == 0 || self.limits.body_timeout_ms == 0 {
+            return Err("`limits.header_timeout_ms` and `limits.body_timeout_ms` must be positive".into());
+        }
+        if self.limits.max_connections == 0 {
+            return Err("`limits.max_connections` must be at least 1".into());
+        }
         if self.limits.max_batch_images == 0 {
             return Err("`limits.max_batch_images` must be at least 1".into());
         }
@@ -298,6 +341,11 @@ impl ServeConfig {
         if self.jobs.concurrency == 0 {
             return Err("`jobs.concurrency` must be at least 1".into());
         }
+        for (key, hours) in [("feedback.retain_hours", self.feedback.retain_hours), ("jobs.retain_hours", self.jobs.retain_hours)] {
+            if !(hours.is_finite() && hours > 0.0) {
+                return Err(format!("`{key}` is {hours}; it must be a positive number of hours (0.5 = 30 minutes)"));
+            }
+        }
         if self.jobs.max_queued == 0 {
             return Err("`jobs.max_queued` must be at least 1".into());
         }
@@ -306,6 +354,9 @@ impl ServeConfig {
         }
         if self.rate_limit.requests_per_minute > 0 && self.rate_limit.burst == 0 {
             return Err("`rate_limit.burst` must be at least 1 when `rate_limit.requests_per_minute` is set".into());
+        }
+        if self.rate_limit.failed_keys_per_minute > 0 && self.rate_limit.failed_keys_burst == 0 {
+            return Err("`rate_limit.failed_keys_burst` must be at least 1 when `rate_limit.failed_keys_per_minute` is set".into());
         }
         self.device_spec()?;
         Ok(())

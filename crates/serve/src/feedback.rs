@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::ApiError;
+use crate::api::{self, ApiError};
 use crate::auth::Client;
 use crate::server::AppState;
 use crate::store::{NewFeedback, Store, StoreError};
@@ -49,6 +49,7 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
     if !state.config.feedback.enabled {
         return Err(ApiError::not_found("feedback is disabled on this server (`feedback.enabled: false`)"));
     }
+    api::writable_store(&state)?;
     let request: FeedbackRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid feedback: {e}")),
         _ => ApiError::bad_request(format!("the body is not valid JSON: {e}")),
@@ -74,20 +75,23 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
     }
 
     let store = state.store.clone();
-    let client_key = client.key;
+    let owner = client.owner;
     let id = tokio::task::spawn_blocking(move || -> Result<i64, ApiError> {
         let internal = |e: StoreError| ApiError::internal(format!("cannot store the feedback: {e}"));
         let mut feedback = NewFeedback {
             caption: request.caption.clone(),
             rating: request.rating,
             correction,
-            client: client_key,
+            client: owner.clone(),
             ..Default::default()
         };
         match (&request.request_id, &request.image_sha256) {
             (Some(request_id), _) => {
-                let record = store.request(request_id).map_err(internal)?.ok_or_else(|| {
-                    ApiError::not_found(format!("no request {request_id:?} is recorded here (it may be older than `feedback.retain_requests`)"))
+                // Another key's request is answered as an unknown one.
+                let record = store.request(request_id).map_err(internal)?.filter(|record| record.client == owner).ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "no request {request_id:?} of this API key is recorded here (it may be older than `feedback.retain_requests`)"
+                    ))
                 })?;
                 if let Some(sha) = &request.image_sha256
                     && !sha.eq_ignore_ascii_case(&record.image_sha256)
@@ -106,8 +110,8 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
                 if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(ApiError::unprocessable("`image_sha256` must be 64 hex digits (the SHA-256 of the image file)"));
                 }
-                if !store.has_image(&sha).map_err(internal)? {
-                    return Err(ApiError::not_found("no image with that SHA-256 was captioned here (or it is no longer kept)"));
+                if !store.captioned_by(&sha, owner.as_deref()).map_err(internal)? {
+                    return Err(ApiError::not_found("no image with that SHA-256 was captioned for this API key (or it is no longer kept)"));
                 }
                 if feedback.rating.is_some() && feedback.caption.is_none() {
                     return Err(ApiError::unprocessable("a `rating` by `image_sha256` needs the `caption` it rates"));

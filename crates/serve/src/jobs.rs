@@ -25,6 +25,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// `POST /api/v1/jobs`: the same body as `POST /api/v1/caption`.
 pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Extension<Client>, request: Request) -> Result<Response, ApiError> {
+    api::writable_store(&state)?;
     let upload = api::read_upload(&state, request, Shape::Single).await?;
     let (name, image) = upload.images.into_iter().next().ok_or_else(|| ApiError::unprocessable("no image in the request"))?;
     api::check_image(&image, &name, state.config.limits.max_pixels)?;
@@ -34,7 +35,7 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
     }
     let job = JobRecord {
         id: new_id(),
-        client: client.key,
+        client: client.owner,
         state: JobState::Queued,
         image_sha256: api::sha256_hex(&image),
         options: serde_json::to_value(&upload.options).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -76,7 +77,7 @@ pub async fn get(State(state): State<Arc<AppState>>, Extension(client): Extensio
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(format!("cannot read the job: {e}")))?;
     match job {
-        Some(job) if job.client.is_none() || job.client == client.key => Ok(Json(json!({"status": "success", "job": job_json(&job)})).into_response()),
+        Some(job) if job.client == client.owner => Ok(Json(json!({"status": "success", "job": job_json(&job)})).into_response()),
         _ => Err(ApiError::not_found(format!("no job {id:?} (job ids come from POST /api/v1/jobs, and only their submitter sees them)"))),
     }
 }
@@ -162,8 +163,9 @@ async fn caption_job(state: &Arc<AppState>, job: &ClaimedJob) -> Result<serde_js
         serde_json::from_value(job.options.clone()).map_err(|e| ApiError::internal(format!("stored options unreadable: {e}")))?;
     let options = api::resolve_options(state, &model, &raw)?;
     let images = vec![("image".to_string(), job.image.clone())];
-    let mut results = api::caption_images(state, &model, &images, options).await?;
-    let request_id = api::record_requests(state, &model, &images, &results, Some(vec![job.id.clone()])).await.swap_remove(0);
+    let owner = job.client.as_deref();
+    let mut results = api::caption_images(state, &model, owner, &images, options).await?;
+    let request_id = api::record_requests(state, &model, owner, &images, &results, Some(vec![job.id.clone()])).await.swap_remove(0);
     let (captions, cached) = results.pop().ok_or_else(|| ApiError::internal("no result for the image"))?;
     Ok(json!({"captions": captions, "model": ModelRef::from(&model.info.version), "cached": cached, "request_id": request_id}))
 }

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,17 @@ pub enum KeysError {
     Random(String),
 }
 
-/// The hashes of the accepted keys, loaded once at start-up.
+/// Who presented a valid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    /// The key's name in the keys file, for logs.
+    pub name: String,
+    /// The key's SHA-256 (hex). Requests, jobs and feedback belong to it rather than to the
+    /// name, so that a key re-added under an old name sees nothing of the old key's.
+    pub id: String,
+}
+
+/// The hashes of the accepted keys.
 #[derive(Debug, Clone, Default)]
 pub struct KeyStore {
     keys: Vec<(String, [u8; 32])>,
@@ -83,17 +94,93 @@ impl KeyStore {
         self.keys.is_empty()
     }
 
-    /// The name of the key `presented`, if it is one. Every stored hash is compared in full,
+    /// Who `presented` belongs to, if it is a key. Every stored hash is compared in full,
     /// whatever matches, so the time taken says nothing about the keys.
-    pub fn verify(&self, presented: &str) -> Option<&str> {
+    pub fn verify(&self, presented: &str) -> Option<KeyIdentity> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for (name, stored) in &self.keys {
             if constant_time_eq(&hash, stored) {
-                found = Some(name.as_str());
+                found = Some(name);
             }
         }
-        found
+        found.map(|name| KeyIdentity { name: name.clone(), id: hex(&hash) })
+    }
+}
+
+/// The keys file as the server follows it: read again whenever it changes on disk (a key
+/// added or removed with `caption serve keys` takes effect without a restart).
+#[derive(Debug)]
+pub struct WatchedKeys {
+    path: PathBuf,
+    current: RwLock<(KeyStore, Option<FileStamp>)>,
+}
+
+/// What tells a changed file: keys files are replaced by a rename, so the inode changes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let metadata = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileStamp { modified: metadata.modified().ok(), len: metadata.len(), inode })
+    }
+}
+
+impl WatchedKeys {
+    pub fn load(path: &Path) -> Result<Self, KeysError> {
+        let stamp = FileStamp::of(path);
+        let store = KeyStore::load(path)?;
+        Ok(WatchedKeys { path: path.to_path_buf(), current: RwLock::new((store, stamp)) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file held no key when last read.
+    pub fn is_empty(&self) -> bool {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).0.is_empty()
+    }
+
+    /// Who `presented` belongs to, by the keys file as it is now. A file that became unreadable
+    /// keeps the last good keys (and says so); a deleted file accepts no key.
+    pub fn verify(&self, presented: &str) -> Option<KeyIdentity> {
+        self.refresh();
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).0.verify(presented)
+    }
+
+    fn refresh(&self) {
+        let stamp = FileStamp::of(&self.path);
+        if self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).1 == stamp {
+            return;
+        }
+        let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.1 == stamp {
+            return;
+        }
+        match KeyStore::load(&self.path) {
+            Ok(store) => {
+                eprintln!("caption serve: {} changed: {} key(s) now", self.path.display(), store.len());
+                *current = (store, stamp);
+            }
+            Err(KeysError::Missing { .. }) => {
+                eprintln!("caption serve: {} is gone: no key is accepted until it is back", self.path.display());
+                *current = (KeyStore::default(), stamp);
+            }
+            Err(error) => {
+                eprintln!("caption serve: {error}; keeping the keys read before");
+                current.1 = stamp;
+            }
+        }
     }
 }
 
@@ -201,8 +288,9 @@ mod tests {
         assert!(!text.contains(&alice) && text.contains(&hex(&Sha256::digest(alice.as_bytes()))));
 
         let store = KeyStore::load(&path).unwrap();
-        assert_eq!(store.verify(&alice), Some("alice"));
-        assert_eq!(store.verify(&bob), Some("bob"));
+        let identity = store.verify(&alice).unwrap();
+        assert_eq!((identity.name.as_str(), identity.id.clone()), ("alice", hex(&Sha256::digest(alice.as_bytes()))));
+        assert_eq!(store.verify(&bob).unwrap().name, "bob");
         assert_eq!(store.verify("cap_wrong"), None);
         assert_eq!(store.verify(""), None);
 
@@ -210,6 +298,9 @@ mod tests {
         remove_key(&path, "alice").unwrap();
         assert_eq!(KeyStore::load(&path).unwrap().verify(&alice), None);
         assert!(matches!(remove_key(&path, "alice"), Err(KeysError::Unknown { .. })));
+        // A re-added name is another key.
+        let alice_again = add_key(&path, "alice").unwrap();
+        assert_ne!(KeyStore::load(&path).unwrap().verify(&alice_again).unwrap().id, identity.id);
     }
 
     #[test]
@@ -219,5 +310,22 @@ mod tests {
         assert!(KeyStore::load(&path).unwrap_err().to_string().contains("caption serve keys add"));
         std::fs::write(&path, r#"{"keys": [{"name": "x", "sha256": "zz", "created": ""}]}"#).unwrap();
         assert!(KeyStore::load(&path).unwrap_err().to_string().contains("64 hex digits"));
+    }
+
+    #[test]
+    fn watched_keys_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let alice = add_key(&path, "alice").unwrap();
+        let watched = WatchedKeys::load(&path).unwrap();
+        assert_eq!(watched.verify(&alice).unwrap().name, "alice");
+        let bob = add_key(&path, "bob").unwrap();
+        assert_eq!(watched.verify(&bob).unwrap().name, "bob", "an added key works at once");
+        remove_key(&path, "alice").unwrap();
+        assert_eq!(watched.verify(&alice), None, "a removed key stops working at once");
+        std::fs::write(&path, "{not json").unwrap();
+        assert_eq!(watched.verify(&bob).unwrap().name, "bob", "a broken file keeps the last good keys");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(watched.verify(&bob), None, "no file, no keys");
     }
 }

@@ -26,21 +26,28 @@ fn caption_errors() -> Value {
         "400": error("Malformed JSON, invalid base64 or an unreadable body."),
         "401": error("Missing or invalid X-API-Key."),
         "413": error("Body over limits.max_body_bytes, or an image over limits.max_pixels."),
-        "415": error("Not JSON or multipart, or an image that is not a JPEG, PNG or WebP (or is corrupt)."),
+        "415": error("Not JSON or multipart, or an image that is not a JPEG, PNG or WebP, or is truncated or corrupt."),
         "422": error("Valid JSON with invalid content: unknown fields, wrong types, or options out of range."),
         "429": {
             "description": "The API key's rate limit is exhausted.",
             "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until a request may succeed."}},
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         },
-        "503": error("No model loaded, or the queue is full (with Retry-After)."),
+        "503": {
+            "description": "No model loaded, the server's database cannot be written, or the model queue or the image decoders are full (then with Retry-After).",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until a request may succeed."}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        },
         "504": error("The request took longer than limits.request_timeout_ms.")
     })
 }
 
 pub fn document() -> Value {
     let single_properties = merge(
-        json!({"image": {"type": "string", "format": "byte", "description": "The image file (JPEG, PNG or WebP) in base64; a data: URL is accepted."}}),
+        json!({
+            "image": {"type": "string", "format": "byte", "description": "The image file (JPEG, PNG or WebP) in base64; a data: URL is accepted. Send this or image_url."},
+            "image_url": {"type": "string", "format": "uri", "description": "An http(s) URL the server fetches the image from, when image_url.enabled (off by default) and the host is in image_url.allowed_hosts; private addresses are refused. Send this or image."}
+        }),
         options(),
     );
     let batch_properties = merge(
@@ -49,7 +56,7 @@ pub fn document() -> Value {
     );
     let multipart_options = options();
     let single_body = json!({
-        "application/json": {"schema": {"type": "object", "required": ["image"], "additionalProperties": false, "properties": single_properties}},
+        "application/json": {"schema": {"type": "object", "oneOf": [{"required": ["image"]}, {"required": ["image_url"]}], "additionalProperties": false, "properties": single_properties}},
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": merge(json!({"image": {"type": "string", "format": "binary"}}), multipart_options.clone())}}
     });
     let job_id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);

@@ -26,11 +26,20 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    /// `None` when the config turns rate limiting off.
+    /// The limiter of requests per client; `None` when the config turns rate limiting off.
     pub fn new(config: &RateLimitConfig) -> Option<Self> {
-        (config.requests_per_minute > 0).then(|| RateLimiter {
-            per_second: f64::from(config.requests_per_minute) / 60.0,
-            burst: f64::from(config.burst.max(1)),
+        RateLimiter::with_rate(config.requests_per_minute, config.burst)
+    }
+
+    /// The limiter of wrong keys per client address; `None` when the config turns it off.
+    pub fn for_failed_keys(config: &RateLimitConfig) -> Option<Self> {
+        RateLimiter::with_rate(config.failed_keys_per_minute, config.failed_keys_burst)
+    }
+
+    fn with_rate(per_minute: u32, burst: u32) -> Option<Self> {
+        (per_minute > 0).then(|| RateLimiter {
+            per_second: f64::from(per_minute) / 60.0,
+            burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
         })
     }
@@ -38,6 +47,19 @@ impl RateLimiter {
     /// Takes a token from `client`'s bucket, or says how long until one is available.
     pub fn check(&self, client: &str) -> Result<(), Duration> {
         self.check_at(client, Instant::now())
+    }
+
+    /// How long until `client`'s bucket has a token again, without taking one; `None` when it
+    /// has one now.
+    pub fn empty_for(&self, client: &str) -> Option<Duration> {
+        self.empty_for_at(client, Instant::now())
+    }
+
+    fn empty_for_at(&self, client: &str, now: Instant) -> Option<Duration> {
+        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = buckets.get(client)?;
+        let tokens = (bucket.tokens + now.saturating_duration_since(bucket.updated).as_secs_f64() * self.per_second).min(self.burst);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_second))
     }
 
     fn check_at(&self, client: &str, now: Instant) -> Result<(), Duration> {
@@ -65,16 +87,17 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_tokens_come_back_at_the_rate() {
-        let limiter = RateLimiter::new(&RateLimitConfig { requests_per_minute: 60, burst: 2 }).unwrap();
+        let limiter = RateLimiter::new(&RateLimitConfig { requests_per_minute: 60, burst: 2, ..Default::default() }).unwrap();
         let start = Instant::now();
         assert!(limiter.check_at("a", start).is_ok());
         assert!(limiter.check_at("a", start).is_ok());
+        assert!(limiter.empty_for_at("a", start).is_some() && limiter.empty_for_at("b", start).is_none());
         let wait = limiter.check_at("a", start).unwrap_err();
         assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
         // Other clients have their own buckets.
         assert!(limiter.check_at("b", start).is_ok());
         assert!(limiter.check_at("a", start + Duration::from_millis(1001)).is_ok());
         assert!(limiter.check_at("a", start + Duration::from_millis(1002)).is_err());
-        assert!(RateLimiter::new(&RateLimitConfig { requests_per_minute: 0, burst: 1 }).is_none());
+        assert!(RateLimiter::new(&RateLimitConfig { requests_per_minute: 0, burst: 1, ..Default::default() }).is_none());
     }
 }

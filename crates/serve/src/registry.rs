@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use caption_model::{CheckpointError, FlexBackend, load_checkpoint};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use caption_data::time::now_rfc3339;
 
@@ -50,6 +51,11 @@ pub struct Version {
     pub step: u64,
     /// The checkpoint's metrics (`"val/CIDEr": 0.93`, ...).
     pub metrics: BTreeMap<String, f64>,
+    /// SHA-256 (hex) of every checkpoint file, by path relative to the version's directory,
+    /// taken at promotion; checked whenever the version is loaded. Empty for versions promoted
+    /// before it was recorded (those are loaded unchecked, with a warning).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 impl Version {
@@ -94,6 +100,8 @@ pub enum RegistryError {
     BadName { name: String, reason: &'static str },
     #[error("{}: {message}. The registry was edited by hand or a write was interrupted: repair that file or promote again", path.display())]
     Corrupt { path: PathBuf, message: String },
+    #[error("{}: version {id} is damaged: {message}. It is not served; roll back or promote another version", path.display())]
+    Damaged { id: String, path: PathBuf, message: String },
     #[error("{}: no version is in production yet: promote one with `caption promote`", registry.display())]
     NoProduction { registry: PathBuf },
     #[error("{}: nothing to roll back to: {current} is the first version put in production (or every earlier one was rolled back already)", registry.display())]
@@ -172,14 +180,15 @@ pub fn promote(registry: &Path, checkpoint: &Path, name: Option<&str>) -> Result
         run_name: meta.run_name.clone(),
         step: meta.step,
         metrics: meta.metrics.clone(),
+        files: BTreeMap::new(),
     };
 
     let tmp = versions.join(format!(".{id}.tmp-{}", std::process::id()));
-    let staged = stage_version(&tmp, checkpoint, &version);
-    if let Err(error) = staged {
+    let staged = stage_version(&tmp, checkpoint, version);
+    if staged.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(error);
     }
+    let version = staged?;
     let target = version.dir(registry);
     if let Err(e) = std::fs::rename(&tmp, &target) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -196,16 +205,79 @@ pub fn promote(registry: &Path, checkpoint: &Path, name: Option<&str>) -> Result
     Ok(version)
 }
 
-/// Copies the checkpoint, writes `version.json`, checks that the copy loads, and makes the
-/// files read-only (versions are immutable).
-fn stage_version(tmp: &Path, checkpoint: &Path, version: &Version) -> Result<(), RegistryError> {
+/// Copies the checkpoint, records its files' hashes in `version.json`, checks that the copy
+/// loads, and makes the files read-only (versions are immutable).
+fn stage_version(tmp: &Path, checkpoint: &Path, mut version: Version) -> Result<Version, RegistryError> {
     copy_dir(checkpoint, tmp)?;
-    let json = serde_json::to_string_pretty(version).expect("a version record serialises");
+    version.files = hash_files(tmp)?;
+    let json = serde_json::to_string_pretty(&version).expect("a version record serialises");
     write_synced(&tmp.join(VERSION_FILE), json.as_bytes())?;
     // Load what will be served, not the source: a partial copy is caught here.
     load_checkpoint::<FlexBackend>(tmp, &Default::default())?;
     make_read_only(tmp)?;
     sync_dir(tmp);
+    Ok(version)
+}
+
+/// SHA-256 of every file under `dir` but `version.json`, by relative path with `/`.
+fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, RegistryError> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), RegistryError> {
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            if path.is_dir() {
+                walk(root, &path, out)?;
+                continue;
+            }
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let name: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            let name = name.join("/");
+            if name != VERSION_FILE {
+                let mut file = std::fs::File::open(&path).map_err(io(&path))?;
+                let mut hasher = Sha256::new();
+                std::io::copy(&mut file, &mut hasher).map_err(io(&path))?;
+                out.insert(name, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+        Ok(())
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files)?;
+    Ok(files)
+}
+
+/// Checks that `version`'s files are the ones promoted: same names, same SHA-256. A version
+/// promoted before hashes were recorded passes with a warning.
+pub fn verify(registry: &Path, version: &Version) -> Result<(), RegistryError> {
+    let dir = version.dir(registry);
+    if version.files.is_empty() {
+        eprintln!("caption: version {} has no recorded file hashes (promoted by an older caption); loading it unchecked", version.id);
+        return Ok(());
+    }
+    let found = hash_files(&dir).map_err(|e| damaged(version, &dir, format!("cannot read its files ({e})")))?;
+    for (name, expected) in &version.files {
+        match found.get(name) {
+            None => return Err(damaged(version, &dir.join(name), "the file is missing".into())),
+            Some(actual) if actual != expected => {
+                return Err(damaged(version, &dir.join(name), format!("SHA-256 {actual}, but {expected} was recorded at promotion")));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = found.keys().find(|name| !version.files.contains_key(*name)) {
+        return Err(damaged(version, &dir.join(extra), "a file that was not promoted".into()));
+    }
+    Ok(())
+}
+
+fn damaged(version: &Version, path: &Path, message: String) -> RegistryError {
+    RegistryError::Damaged { id: version.id.clone(), path: path.to_path_buf(), message }
+}
+
+/// Verifies `version` and loads it as the server would: what a rollback checks before moving
+/// the pointer.
+fn check_loads(registry: &Path, version: &Version) -> Result<(), RegistryError> {
+    verify(registry, version)?;
+    load_checkpoint::<FlexBackend>(&version.dir(registry), &Default::default())?;
     Ok(())
 }
 
@@ -260,6 +332,8 @@ pub fn rollback(registry: &Path) -> Result<Version, RegistryError> {
     let target =
         stack.pop().ok_or_else(|| RegistryError::NothingToRollBack { registry: registry.to_path_buf(), current: current.clone() })?;
     let version = read_version(registry, &target)?;
+    // A version that would not serve is never put back in production.
+    check_loads(registry, &version)?;
     set_production(registry, &version.id)?;
     append_history(
         registry,

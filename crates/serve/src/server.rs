@@ -20,8 +20,10 @@ use tokio::sync::oneshot;
 use crate::api::{self, ApiError};
 use crate::auth;
 use crate::cache::LruCache;
+use crate::decode_budget::DecodeBudget;
+use crate::inflight::InFlight;
 use crate::config::{AuthMode, ServeConfig};
-use crate::keys::{KeyStore, KeysError};
+use crate::keys::{KeysError, WatchedKeys};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::registry::{self, RegistryError, Version};
@@ -39,10 +41,16 @@ pub struct AppState {
     /// `None` when the registry has no production version.
     model: RwLock<Option<Arc<ModelWorker>>>,
     /// `None` when auth is disabled.
-    pub keys: Option<KeyStore>,
+    pub keys: Option<WatchedKeys>,
     /// `None` when rate limiting is off.
     pub limiter: Option<RateLimiter>,
+    /// Wrong keys per client address; `None` when that throttle is off.
+    pub failed_keys: Option<RateLimiter>,
     pub cache: LruCache<CacheKey, Vec<Caption>>,
+    /// Identical requests being decoded now, merged.
+    pub in_flight: InFlight<CacheKey, Vec<Caption>>,
+    /// Pixels of the images being decoded now (`limits.max_decoding_pixels`).
+    pub decode_budget: Arc<DecodeBudget>,
     pub metrics: Arc<Metrics>,
     /// Jobs, recorded requests and feedback.
     pub store: Arc<Store>,
@@ -50,6 +58,15 @@ pub struct AppState {
     pub jobs_wakeup: tokio::sync::Notify,
     /// `None` unless `image_url.enabled`.
     pub fetcher: Option<crate::fetch::ImageFetcher>,
+    /// Set while the registry's production version could not be loaded (another is served).
+    reload_failure: RwLock<Option<ReloadFailure>>,
+}
+
+/// A production version that failed to load, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadFailure {
+    pub production: String,
+    pub error: String,
 }
 
 impl AppState {
@@ -60,6 +77,15 @@ impl AppState {
 
     /// Serves `worker` from now on. Requests holding the previous model finish with it; its
     /// thread stops once they have.
+    /// The production version that failed to load, while the server serves another one.
+    pub fn reload_failure(&self) -> Option<ReloadFailure> {
+        self.reload_failure.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn set_reload_failure(&self, failure: Option<ReloadFailure>) {
+        *self.reload_failure.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = failure;
+    }
+
     fn replace_model(&self, worker: ModelWorker) {
         let version = &worker.info.version;
         self.metrics.set_model(Some((version.name.as_str(), version.version, version.id.as_str())));
@@ -67,9 +93,13 @@ impl AppState {
     }
 }
 
-/// A cached result is only valid for the same image bytes, model version and options.
+/// A cached result is only valid for the same image bytes, model version and options, and
+/// only shown to the key that asked first (a hit would tell another key that the image was
+/// captioned before).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    /// The API key's id (`None` when auth is disabled).
+    pub owner: Option<String>,
     /// SHA-256 of the image file's bytes.
     pub image: [u8; 32],
     /// The model version's id.
@@ -116,7 +146,7 @@ pub struct Server {
     state: Arc<AppState>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
-    serving: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -128,7 +158,7 @@ impl Server {
         let keys = match config.auth {
             AuthMode::Enabled => {
                 let path = config.keys_file.clone().unwrap_or_else(|| registry.join(DEFAULT_KEYS_FILE));
-                let store = KeyStore::load(&path)?;
+                let store = WatchedKeys::load(&path)?;
                 if store.is_empty() {
                     return Err(ServeError::Config(format!(
                         "{} holds no keys, so every request would be refused: add one with `caption serve keys add NAME --keys {}`",
@@ -169,7 +199,10 @@ impl Server {
 
         let state = Arc::new(AppState {
             limiter: RateLimiter::new(&config.rate_limit),
+            failed_keys: RateLimiter::for_failed_keys(&config.rate_limit),
             cache: LruCache::new(config.cache.entries),
+            in_flight: InFlight::default(),
+            decode_budget: Arc::new(DecodeBudget::new(config.limits.max_decoding_pixels)),
             model: RwLock::new(model),
             keys,
             metrics,
@@ -178,6 +211,7 @@ impl Server {
             store: Arc::new(store),
             jobs_wakeup: tokio::sync::Notify::new(),
             fetcher,
+            reload_failure: RwLock::new(None),
         });
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -203,15 +237,14 @@ impl Server {
             runtime.spawn(watch_production(state.clone(), device));
         }
         runtime.spawn(crate::jobs::run(state.clone()));
+        runtime.spawn(prune_store(state.clone()));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app = router(state.clone());
-        let serving = runtime.spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let limits = crate::http::ConnectionLimits {
+            header_timeout: Duration::from_millis(state.config.limits.header_timeout_ms),
+            max_connections: state.config.limits.max_connections,
+        };
+        let serving = runtime.spawn(crate::http::serve(listener, app, limits, stopped));
         Ok(Server { address: local, state, runtime: Some(runtime), shutdown: Some(shutdown), serving: Some(serving) })
     }
 
@@ -299,7 +332,13 @@ fn reload_if_changed(state: &AppState, device: DeviceSpec, mut memory: ReloadMem
     };
     memory.error = None;
     let current = state.model().map(|m| m.info.version.id.clone());
-    if current.as_ref() == Some(&production.id) || memory.failed.as_ref() == Some(&production.id) {
+    if current.as_ref() == Some(&production.id) {
+        // A rollback to the version being served ends a failed reload.
+        state.set_reload_failure(None);
+        memory.failed = None;
+        return memory;
+    }
+    if memory.failed.as_ref() == Some(&production.id) {
         return memory;
     }
     let id = production.id.clone();
@@ -314,6 +353,7 @@ fn reload_if_changed(state: &AppState, device: DeviceSpec, mut memory: ReloadMem
     ) {
         Ok(worker) => {
             state.replace_model(worker);
+            state.set_reload_failure(None);
             eprintln!("caption serve: now serving {id} (was {})", current.as_deref().unwrap_or("none"));
             memory.failed = None;
         }
@@ -322,10 +362,34 @@ fn reload_if_changed(state: &AppState, device: DeviceSpec, mut memory: ReloadMem
                 "caption serve: production is {id}, but it does not load: {error}; still serving {}",
                 current.as_deref().unwrap_or("nothing")
             );
+            state.set_reload_failure(Some(ReloadFailure { production: id.clone(), error: error.to_string() }));
             memory.failed = Some(id);
         }
     }
     memory
+}
+
+/// Retention: drops recorded requests older than `feedback.retain_hours` and finished jobs
+/// older than `jobs.retain_hours`, with the images nothing else needs, every so often (a
+/// quarter of the shorter retention, between 1 s and 1 min).
+async fn prune_store(state: Arc<AppState>) {
+    let hours = |h: f64| Duration::from_secs_f64((h * 3600.0).max(0.0));
+    let (requests, jobs) = (hours(state.config.feedback.retain_hours), hours(state.config.jobs.retain_hours));
+    let period = (requests.min(jobs) / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let store = state.store.clone();
+        let now = std::time::SystemTime::now();
+        let before = |age: Duration| caption_data::time::rfc3339(now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH));
+        let (requests_before, jobs_before) = (before(requests), before(jobs));
+        match tokio::task::spawn_blocking(move || store.prune(&requests_before, &jobs_before)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("caption serve: cannot prune the database: {e}"),
+            Err(e) => eprintln!("caption serve: cannot prune the database: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {

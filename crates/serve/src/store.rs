@@ -5,10 +5,15 @@
 //!
 //! ```text
 //! images    sha256 → the image file's bytes and format (jpg, png, webp)
-//! requests  one captioned image: id (returned as `request_id`), image, model version, captions
-//! jobs      queued → running → succeeded | failed, with the options and the result
-//! feedback  a rating and/or a correction of a request's (or an image's) caption
+//! requests  one captioned image: id (returned as `request_id`), image, model version, captions,
+//!           the API key's id that asked
+//! jobs      queued → running → succeeded | failed, with the options, the result and the key's id
+//! feedback  a rating and/or a correction of a request's (or an image's) caption, and the key's id
 //! ```
+//!
+//! `client` columns hold the API key's id (its SHA-256), NULL when auth is disabled; a key sees
+//! only rows with its own id. Rows from schema 1 named keys by their name: they are marked
+//! `name:<name>` by the upgrade, which no key's id matches.
 //!
 //! Requests beyond the newest `feedback.retain_requests` are pruned unless feedback points at
 //! them; images go when nothing points at them any more.
@@ -25,7 +30,7 @@ use caption_data::time::now_rfc3339;
 pub const DEFAULT_STORE_FILE: &str = "serve.sqlite3";
 
 /// Bumped when the tables change; a file from a newer server is refused, not misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -39,7 +44,8 @@ CREATE TABLE IF NOT EXISTS requests (
     image_sha256 TEXT NOT NULL,
     model TEXT NOT NULL,
     captions TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    client TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -54,6 +60,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS requests_by_image ON requests(image_sha256, client);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT,
@@ -65,6 +72,15 @@ CREATE TABLE IF NOT EXISTS feedback (
     client TEXT,
     created_at TEXT NOT NULL
 );
+";
+
+/// Schema 1 → 2: requests gain their key's id; keys were named by name before, which no id
+/// matches, so the old rows stay nobody's.
+const UPGRADE_FROM_1: &str = "
+ALTER TABLE requests ADD COLUMN client TEXT;
+UPDATE requests SET client = 'name:?';
+UPDATE jobs SET client = 'name:' || client WHERE client IS NOT NULL;
+UPDATE feedback SET client = 'name:' || client WHERE client IS NOT NULL;
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +132,15 @@ pub struct RequestRecord {
     pub model: String,
     /// The captions as answered (JSON array of `{text, confidence}`).
     pub captions: serde_json::Value,
+    /// The API key's id that asked (`None` when auth is disabled).
+    pub client: Option<String>,
 }
 
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: String,
-    /// The API key's name that submitted it (`None` when auth is disabled).
+    /// The API key's id that submitted it (`None` when auth is disabled).
     pub client: Option<String>,
     pub state: JobState,
     pub image_sha256: String,
@@ -140,6 +158,8 @@ pub struct JobRecord {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: String,
+    /// The API key's id that submitted it.
+    pub client: Option<String>,
     pub options: serde_json::Value,
     pub image: Vec<u8>,
 }
@@ -174,6 +194,50 @@ pub struct FeedbackWithImage {
 pub struct Store {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// The file's identity when opened: a file deleted or replaced under a running server
+    /// would take every later write with it.
+    identity: Option<FileIdentity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        let metadata = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let identity = FileIdentity {
+            device: std::os::unix::fs::MetadataExt::dev(&metadata),
+            inode: std::os::unix::fs::MetadataExt::ino(&metadata),
+        };
+        #[cfg(not(unix))]
+        let identity = {
+            let _ = &metadata;
+            FileIdentity { device: 0, inode: 0 }
+        };
+        Some(identity)
+    }
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub requests: usize,
+    pub jobs: usize,
+    pub images: usize,
+}
+
+/// How big the store is, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSize {
+    /// The database file and its write-ahead log.
+    pub bytes: u64,
+    pub images: u64,
+    pub requests: u64,
+    pub jobs: u64,
 }
 
 impl Store {
@@ -183,6 +247,8 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| error(path, format!("cannot create its folder: {e}")))?;
         }
         let connection = Connection::open(path).map_err(|e| error(path, format!("cannot open the database: {e}")))?;
+        // Deleted rows give their pages back to the file system (on databases created from now on).
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(|e| error(path, format!("cannot open the database: {e}")))?;
         Store::prepare(path, connection)
     }
 
@@ -214,13 +280,58 @@ impl Store {
                 format!("written by a newer caption server (schema {version}, this one knows {SCHEMA_VERSION}); upgrade caption"),
             ));
         }
+        if version == 1 {
+            connection.execute_batch(UPGRADE_FROM_1).map_err(sql)?;
+        }
         connection.execute_batch(SCHEMA).map_err(sql)?;
         connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql)?;
-        Ok(Store { path: path.to_path_buf(), connection: Mutex::new(connection) })
+        Ok(Store { path: path.to_path_buf(), connection: Mutex::new(connection), identity: FileIdentity::of(path) })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Fails when the database file is no longer where it was opened (deleted, or replaced):
+    /// writes would then go to a file that nothing will read again.
+    pub fn check_in_place(&self) -> Result<()> {
+        if FileIdentity::of(&self.path) == self.identity && self.identity.is_some() {
+            return Ok(());
+        }
+        Err(error(&self.path, "the database file was deleted or replaced while the server ran; restart the server".into()))
+    }
+
+    /// Drops recorded requests created before `requests_before` and finished jobs finished
+    /// before `jobs_before` (RFC 3339 times), then images nothing points at any more. Requests
+    /// that feedback names stay.
+    pub fn prune(&self, requests_before: &str, jobs_before: &str) -> Result<Pruned> {
+        let pruned = self.with(|c| {
+            let tx = c.transaction()?;
+            let requests = tx.execute(
+                "DELETE FROM requests WHERE created_at < ?1 AND id NOT IN (SELECT request_id FROM feedback WHERE request_id IS NOT NULL)",
+                params![requests_before],
+            )?;
+            let jobs = tx.execute("DELETE FROM jobs WHERE state IN ('succeeded', 'failed') AND finished_at < ?1", params![jobs_before])?;
+            let images = delete_unused_images(&tx)?;
+            tx.commit()?;
+            Ok(Pruned { requests, jobs, images })
+        })?;
+        if pruned.images > 0 {
+            self.with(|c| c.execute_batch("PRAGMA incremental_vacuum;"))?;
+        }
+        Ok(pruned)
+    }
+
+    /// The database's size on disk and its row counts.
+    pub fn size(&self) -> Result<StoreSize> {
+        let file_len = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let bytes = file_len(&self.path) + file_len(Path::new(&wal));
+        self.with(|c| {
+            let count = |table: &str| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get::<_, i64>(0)).map(|n| n as u64);
+            Ok(StoreSize { bytes, images: count("images")?, requests: count("requests")?, jobs: count("jobs")? })
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
@@ -236,6 +347,7 @@ impl Store {
     /// Records captioned images (and their bytes) in one transaction, then prunes old requests
     /// beyond `retain` that no feedback points at.
     pub fn record_requests(&self, records: &[(RequestRecord, &str, &[u8])], retain: usize) -> Result<()> {
+        self.check_in_place()?;
         let now = now_rfc3339();
         self.with(|c| {
             let tx = c.transaction()?;
@@ -245,8 +357,8 @@ impl Store {
                     params![record.image_sha256, format, bytes, now],
                 )?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO requests (id, image_sha256, model, captions, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![record.id, record.image_sha256, record.model, record.captions.to_string(), now],
+                    "INSERT OR REPLACE INTO requests (id, image_sha256, model, captions, created_at, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![record.id, record.image_sha256, record.model, record.captions.to_string(), now, record.client],
                 )?;
             }
             let newest: i64 = tx.query_row("SELECT COALESCE(MAX(rowid), 0) FROM requests", [], |row| row.get(0))?;
@@ -257,12 +369,7 @@ impl Store {
                     params![cutoff],
                 )?;
                 if pruned > 0 {
-                    tx.execute(
-                        "DELETE FROM images WHERE sha256 NOT IN (SELECT image_sha256 FROM requests)
-                           AND sha256 NOT IN (SELECT image_sha256 FROM feedback)
-                           AND sha256 NOT IN (SELECT image_sha256 FROM jobs WHERE state IN ('queued', 'running'))",
-                        [],
-                    )?;
+                    delete_unused_images(&tx)?;
                 }
             }
             tx.commit()
@@ -271,26 +378,34 @@ impl Store {
 
     pub fn request(&self, id: &str) -> Result<Option<RequestRecord>> {
         self.with(|c| {
-            c.query_row("SELECT id, image_sha256, model, captions FROM requests WHERE id = ?1", params![id], |row| {
+            c.query_row("SELECT id, image_sha256, model, captions, client FROM requests WHERE id = ?1", params![id], |row| {
                 let captions: String = row.get(3)?;
                 Ok(RequestRecord {
                     id: row.get(0)?,
                     image_sha256: row.get(1)?,
                     model: row.get(2)?,
                     captions: serde_json::from_str(&captions).unwrap_or(serde_json::Value::Null),
+                    client: row.get(4)?,
                 })
             })
             .optional()
         })
     }
 
-    pub fn has_image(&self, sha256: &str) -> Result<bool> {
-        self.with(|c| c.query_row("SELECT 1 FROM images WHERE sha256 = ?1", params![sha256], |_| Ok(())).optional().map(|r| r.is_some()))
+    /// Whether `client` has a recorded request for the image `sha256` (whose bytes are then
+    /// kept).
+    pub fn captioned_by(&self, sha256: &str, client: Option<&str>) -> Result<bool> {
+        self.with(|c| {
+            c.query_row("SELECT 1 FROM requests WHERE image_sha256 = ?1 AND client IS ?2 LIMIT 1", params![sha256, client], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some())
+        })
     }
 
     /// Queues a job with its image, unless `max_queued` jobs are already waiting (then
     /// `Ok(false)`).
     pub fn add_job(&self, job: &JobRecord, format: &str, image: &[u8], max_queued: usize) -> Result<bool> {
+        self.check_in_place()?;
         let now = now_rfc3339();
         self.with(|c| {
             let tx = c.transaction()?;
@@ -345,7 +460,7 @@ impl Store {
             let tx = c.transaction()?;
             let claimed = {
                 let mut select = tx.prepare(
-                    "SELECT jobs.id, jobs.options, images.bytes FROM jobs JOIN images ON images.sha256 = jobs.image_sha256
+                    "SELECT jobs.id, jobs.options, images.bytes, jobs.client FROM jobs JOIN images ON images.sha256 = jobs.image_sha256
                      WHERE jobs.state = 'queued' ORDER BY jobs.rowid LIMIT ?1",
                 )?;
                 let rows = select.query_map(params![limit as i64], |row| {
@@ -354,6 +469,7 @@ impl Store {
                         id: row.get(0)?,
                         options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
                         image: row.get(2)?,
+                        client: row.get(3)?,
                     })
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
@@ -400,6 +516,7 @@ impl Store {
 
     /// Stores feedback; returns its id.
     pub fn add_feedback(&self, feedback: &NewFeedback) -> Result<i64> {
+        self.check_in_place()?;
         let now = now_rfc3339();
         self.with(|c| {
             c.execute(
@@ -443,6 +560,16 @@ impl Store {
     }
 }
 
+/// Deletes images that no request, feedback or unfinished job points at; returns how many.
+fn delete_unused_images(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM images WHERE sha256 NOT IN (SELECT image_sha256 FROM requests)
+           AND sha256 NOT IN (SELECT image_sha256 FROM feedback)
+           AND sha256 NOT IN (SELECT image_sha256 FROM jobs WHERE state IN ('queued', 'running'))",
+        [],
+    )
+}
+
 fn error(path: &Path, message: String) -> StoreError {
     StoreError { path: path.to_path_buf(), message }
 }
@@ -464,7 +591,13 @@ mod tests {
     use super::*;
 
     fn record(id: &str, sha: &str) -> RequestRecord {
-        RequestRecord { id: id.into(), image_sha256: sha.into(), model: "tiny-v1".into(), captions: serde_json::json!([{"text": "a", "confidence": 0.5}]) }
+        RequestRecord {
+            id: id.into(),
+            image_sha256: sha.into(),
+            model: "tiny-v1".into(),
+            captions: serde_json::json!([{"text": "a", "confidence": 0.5}]),
+            client: Some("k1".into()),
+        }
     }
 
     #[test]
@@ -499,9 +632,12 @@ mod tests {
             store.record_requests(&[(record("r4", "img-4"), "png", b"four")], 2).unwrap();
             // r2 is beyond the newest two and unrated: gone with its image; r1 is rated: kept.
             assert!(store.request("r2").unwrap().is_none());
-            assert!(!store.has_image("img-2").unwrap());
+            assert!(!store.captioned_by("img-2", Some("k1")).unwrap());
+            assert!(store.captioned_by("img-1", Some("k1")).unwrap() && !store.captioned_by("img-1", Some("k2")).unwrap());
+            assert!(!store.captioned_by("img-1", None).unwrap());
             assert_eq!(store.request("r1").unwrap().unwrap(), record("r1", "img-1"));
-            assert!(store.has_image("img-j").unwrap(), "a running job's image stays");
+            let kept: i64 = store.with(|c| c.query_row("SELECT COUNT(*) FROM images WHERE sha256 = 'img-j'", [], |r| r.get(0))).unwrap();
+            assert_eq!(kept, 1, "a running job's image stays");
         }
         // Reopened, as after a restart: the interrupted job is queued again.
         let store = Store::open_existing(&path).unwrap();
@@ -515,6 +651,75 @@ mod tests {
         assert!(job.finished_at.is_some() && job.result.is_some());
         let feedback = store.feedback_with_images().unwrap();
         assert_eq!((feedback.len(), feedback[0].image.as_slice(), feedback[0].rating), (1, b"one".as_slice(), Some(5)));
+    }
+
+    #[test]
+    fn old_requests_and_finished_jobs_are_pruned_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("serve.sqlite3")).unwrap();
+        store.record_requests(&[(record("old", "img-old"), "png", b"old"), (record("rated", "img-rated"), "png", b"rated")], 100).unwrap();
+        store.add_feedback(&NewFeedback { request_id: Some("rated".into()), image_sha256: "img-rated".into(), rating: Some(4), ..Default::default() }).unwrap();
+        let job = JobRecord {
+            id: "job".into(),
+            client: None,
+            state: JobState::Queued,
+            image_sha256: "img-job".into(),
+            options: serde_json::json!({}),
+            created_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        };
+        store.add_job(&job, "png", b"job", 10).unwrap();
+        assert_eq!(store.size().unwrap().images, 3);
+        // Nothing is old yet.
+        assert_eq!(store.prune("2000-01-01T00:00:00Z", "2000-01-01T00:00:00Z").unwrap(), Pruned::default());
+        // Everything is: the unrated request goes, the rated one stays, the queued job stays.
+        let pruned = store.prune("9999-01-01T00:00:00Z", "9999-01-01T00:00:00Z").unwrap();
+        assert_eq!(pruned, Pruned { requests: 1, jobs: 0, images: 1 });
+        store.claim_jobs(1).unwrap();
+        store.finish_job("job", Err("no".into())).unwrap();
+        assert_eq!(store.prune("9999-01-01T00:00:00Z", "9999-01-01T00:00:00Z").unwrap(), Pruned { requests: 0, jobs: 1, images: 1 });
+        assert!(store.job("job").unwrap().is_none());
+        let size = store.size().unwrap();
+        assert_eq!((size.images, size.requests, size.jobs), (1, 1, 0));
+        assert!(size.bytes > 0);
+    }
+
+    #[test]
+    fn a_deleted_database_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.sqlite3");
+        let store = Store::open(&path).unwrap();
+        store.check_in_place().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = store.check_in_place().unwrap_err().to_string();
+        assert!(err.contains("deleted or replaced"), "{err}");
+        let feedback = NewFeedback { image_sha256: "x".into(), rating: Some(1), ..Default::default() };
+        assert!(store.add_feedback(&feedback).is_err());
+    }
+
+    #[test]
+    fn a_schema_1_database_is_upgraded_and_its_rows_belong_to_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.sqlite3");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&SCHEMA.replace("    created_at TEXT NOT NULL,\n    client TEXT\n", "    created_at TEXT NOT NULL\n").replace(
+                "CREATE INDEX IF NOT EXISTS requests_by_image ON requests(image_sha256, client);",
+                "",
+            ))
+            .unwrap();
+            c.execute("INSERT INTO requests (id, image_sha256, model, captions, created_at) VALUES ('r', 'img', 'm', '[]', 't')", []).unwrap();
+            c.execute("INSERT INTO jobs (id, client, state, image_sha256, options, created_at) VALUES ('j', 'alice', 'queued', 'img', '{}', 't')", [])
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = Store::open_existing(&path).unwrap();
+        assert_eq!(store.request("r").unwrap().unwrap().client.as_deref(), Some("name:?"));
+        assert_eq!(store.job("j").unwrap().unwrap().client.as_deref(), Some("name:alice"));
+        assert!(!store.captioned_by("img", None).unwrap());
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub enum WorkerError {
     Device(#[from] caption_model::device::DeviceError),
     #[error("cannot start the model thread: {0}")]
     Thread(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -153,6 +155,8 @@ impl ModelWorker {
         metrics: Arc<Metrics>,
     ) -> Result<Self, WorkerError> {
         device.check_available()?;
+        // Files changed since promotion are never served.
+        crate::registry::verify(registry, &version)?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
         let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Result<(ImageConfig, usize), WorkerError>>(1);
         let dir = version.dir(registry);
@@ -284,8 +288,16 @@ fn decode_group<B: Backend>(
     let hypotheses =
         caption_model::decoding::decode(&model.decoder, &features, model.config().tokens, options.max_length, &options.strategy())
             .map_err(|e| e.to_string())?;
+    let sampled = options.sampling.is_some();
     Ok(hypotheses
         .into_iter()
-        .map(|list| list.iter().map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence() }).collect())
+        .map(|list| {
+            let mut captions: Vec<Caption> = list.iter().map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence() }).collect();
+            // Draws come in drawing order; the API lists captions best first.
+            if sampled {
+                captions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+            }
+            captions
+        })
         .collect())
 }

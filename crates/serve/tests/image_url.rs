@@ -52,7 +52,7 @@ fn start(dir: &std::path::Path, image_url: ImageUrlConfig) -> (Server, String) {
     let config = ServeConfig {
         port: 0,
         keys_file: Some(keys_file),
-        rate_limit: RateLimitConfig { requests_per_minute: 60_000, burst: 1_000 },
+        rate_limit: RateLimitConfig { requests_per_minute: 60_000, burst: 1_000, ..Default::default() },
         image_url,
         ..Default::default()
     };

@@ -20,7 +20,7 @@ fn config(keys_file: &Path) -> ServeConfig {
     ServeConfig {
         port: 0,
         keys_file: Some(keys_file.to_path_buf()),
-        rate_limit: RateLimitConfig { requests_per_minute: 60_000, burst: 1_000 },
+        rate_limit: RateLimitConfig { requests_per_minute: 60_000, burst: 1_000, ..Default::default() },
         ..Default::default()
     }
 }
@@ -141,8 +141,8 @@ fn feedback_is_checked_stored_and_exported_as_a_dataset_the_loaders_read() {
     let dir = tempfile::tempdir().unwrap();
     let registry = common::registry_with_tiny_model(dir.path());
     let keys_file = dir.path().join("keys.json");
-    let key = keys::add_key(&keys_file, "tester").unwrap();
-    let key = Some(key.as_str());
+    let plain_key = keys::add_key(&keys_file, "tester").unwrap();
+    let key = Some(plain_key.as_str());
     let server = serve(&registry, &config(&keys_file));
     let address = server.address();
     let (red, green, blue) = (png(24, 24, [220, 30, 30]), png(24, 24, [30, 200, 30]), png(24, 24, [30, 30, 220]));
@@ -182,7 +182,7 @@ fn feedback_is_checked_stored_and_exported_as_a_dataset_the_loaders_read() {
         assert_eq!(reply.json()["status"], "error");
     }
     assert_eq!(post_json(address, "/api/v1/feedback", None, &json!({"request_id": red_request, "rating": 3})).status, 401);
-    let headers = [("Content-Type", "application/json"), ("X-API-Key", key.unwrap())];
+    let headers = [("Content-Type", "application/json"), ("X-API-Key", plain_key.as_str())];
     assert_eq!(send(address, "POST", "/api/v1/feedback", &headers, b"{\"rating\":").status, 400);
     server.stop();
 

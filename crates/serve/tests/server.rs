@@ -32,7 +32,7 @@ fn start(configure: impl FnOnce(&mut ServeConfig)) -> Fixture {
     let key = keys::add_key(&keys_file, "tester").unwrap();
     let mut config = ServeConfig { port: 0, keys_file: Some(keys_file), ..Default::default() };
     // Generous unless a test is about rate limits.
-    config.rate_limit = RateLimitConfig { requests_per_minute: 60_000, burst: 1_000 };
+    config.rate_limit = RateLimitConfig { requests_per_minute: 60_000, burst: 1_000, ..Default::default() };
     configure(&mut config);
     let server = Server::start(ServerOptions { registry, config }).unwrap();
     Fixture { _dir: dir, server, key }
@@ -200,7 +200,7 @@ fn captions_images_and_answers_every_error_with_its_code() {
 
 #[test]
 fn a_key_over_its_rate_limit_is_told_when_to_retry() {
-    let fixture = start(|config| config.rate_limit = RateLimitConfig { requests_per_minute: 6, burst: 2 });
+    let fixture = start(|config| config.rate_limit = RateLimitConfig { requests_per_minute: 6, burst: 2, ..Default::default() });
     let address = fixture.address();
     let headers = [("X-API-Key", fixture.key.as_str())];
     assert_eq!(get(address, "/api/v1/models", &headers).status, 200);

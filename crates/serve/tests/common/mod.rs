@@ -154,3 +154,42 @@ pub fn multipart(files: &[(&str, &[u8])], fields: &[(&str, &str)]) -> (String, V
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
+
+/// CRC-32 as PNG chunks use it (ISO 3309, reflected, 0xEDB88320).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// `png` with a `tEXt` chunk holding `text` after its header: another file (another hash, so
+/// neither the cache nor request merging answers it), the same pixels.
+pub fn png_variant(png: &[u8], text: &str) -> Vec<u8> {
+    let header_end = 8 + 25;
+    let mut chunk = b"tEXt".to_vec();
+    chunk.extend_from_slice(b"Comment\0");
+    chunk.extend_from_slice(text.as_bytes());
+    let mut out = png[..header_end].to_vec();
+    out.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    out.extend_from_slice(&png[header_end..]);
+    out
+}
+
+/// A `VmRSS:`-style line of /proc/self/status, in MiB (Linux).
+pub fn status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+/// Resets the process's peak resident size (`VmHWM`) to its current size (Linux).
+pub fn reset_peak_memory() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
