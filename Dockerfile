@@ -17,7 +17,7 @@
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 # Only what the build reads: the manifests, the lock file and the sources.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY crates ./crates
 COPY src ./src
 COPY configs ./configs

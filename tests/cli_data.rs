@@ -21,25 +21,14 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-/// The shared real data (`../shared` beside the repository, or `$CAPTION_SHARED_DIR`).
-fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("CAPTION_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(
-        dir.join("data").is_dir(),
-        "this test reads real datasets from the shared folder, expected at {} (beside the repository \
-         checkout, or set CAPTION_SHARED_DIR); it is absent",
-        dir.display()
-    );
-    dir
-}
+use caption_test_support::shared_dir;
 
 fn split<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     stats["splits"].as_array().unwrap().iter().find(|s| s["split"] == name).unwrap_or_else(|| panic!("no {name} in {stats}"))
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn stats_on_flickr8k_counts_train_dev_and_reports_missing_test_images() {
     let root = shared_dir().join("data/flickr8k");
     let annotations = root.join("Flickr8k.token.txt");
@@ -73,6 +62,7 @@ fn stats_on_flickr8k_counts_train_dev_and_reports_missing_test_images() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn stats_on_coco_mini() {
     let root = shared_dir().join("data/coco-mini");
     let out = caption(&[

@@ -42,32 +42,20 @@ fn coco_files(dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
     (refs, res, fixture["corpus"].clone())
 }
 
-/// METEOR's data, where `.ci/run` downloads it (or `$CAPTION_METEOR_DATA`).
-fn meteor_data() -> PathBuf {
-    let path = std::env::var_os("CAPTION_METEOR_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/meteor-data"));
-    assert!(
-        path.exists(),
-        "METEOR's data is needed at {}: run `pip download --no-deps pycocoevalcap==1.2 -d target/meteor-data` \
-         in the workspace (or set CAPTION_METEOR_DATA)",
-        path.display()
-    );
-    path
-}
 
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_caption")).args(args).output().unwrap()
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn score_reproduces_pycocoevalcap_corpus_scores() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, res, expected) = coco_files(dir.path());
     let per_image = dir.path().join("per_image.csv");
     let out = run(&[
         "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json",
-        "--per-image", per_image.to_str().unwrap(), "--meteor-data", meteor_data().to_str().unwrap(),
+        "--per-image", per_image.to_str().unwrap(), "--meteor-data", caption_test_support::meteor_data().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -83,6 +71,7 @@ fn score_reproduces_pycocoevalcap_corpus_scores() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn meteor_is_never_replaced_when_its_data_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, res, _) = coco_files(dir.path());
@@ -109,6 +98,7 @@ fn meteor_is_never_replaced_when_its_data_is_missing() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn score_writes_parquet_and_json_and_selects_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, res, expected) = coco_files(dir.path());
@@ -134,6 +124,7 @@ fn score_writes_parquet_and_json_and_selects_metrics() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn results_for_unknown_images_or_twice_the_same_image_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, _, _) = coco_files(dir.path());
@@ -150,6 +141,7 @@ fn results_for_unknown_images_or_twice_the_same_image_are_clear_errors() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn compare_reports_significance_and_gates_promotion() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, res_a, _) = coco_files(dir.path());
@@ -193,12 +185,13 @@ fn compare_reports_significance_and_gates_promotion() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn spice_rb_is_scored_under_its_own_name_when_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, res, _) = coco_files(dir.path());
     let out = run(&[
         "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json", "--metrics", "cider,spice-rb",
-        "--meteor-data", meteor_data().to_str().unwrap(),
+        "--meteor-data", caption_test_support::meteor_data().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

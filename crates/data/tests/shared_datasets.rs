@@ -9,6 +9,7 @@ fn list(path: std::path::PathBuf) -> Option<SplitSource> {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn flickr8k_train_and_dev_load_and_missing_test_images_are_reported() {
     let root = common::shared_dir().join("data/flickr8k");
     let config = DataConfig {
@@ -38,6 +39,7 @@ fn flickr8k_train_and_dev_load_and_missing_test_images_are_reported() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn flickr8k_with_on_missing_error_names_the_missing_files() {
     let root = common::shared_dir().join("data/flickr8k");
     let config = DataConfig {
@@ -55,6 +57,7 @@ fn flickr8k_with_on_missing_error_names_the_missing_files() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn coco_mini_loads_80_images_and_400_captions() {
     let root = common::shared_dir().join("data/coco-mini");
     let config = DataConfig {

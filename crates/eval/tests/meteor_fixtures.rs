@@ -15,7 +15,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -26,45 +25,14 @@ use serde::Deserialize;
 const TOLERANCE: f64 = 1e-6;
 
 /// The loaded METEOR, or `None` when the tests are told to skip it.
-fn meteor() -> Option<&'static Meteor> {
-    static METEOR: OnceLock<Option<Meteor>> = OnceLock::new();
-    METEOR
-        .get_or_init(|| {
-            if std::env::var("CAPTION_SKIP_METEOR").as_deref() == Ok("1") {
-                eprintln!("skipping the METEOR fixture tests: CAPTION_SKIP_METEOR=1");
-                return None;
-            }
-            // Where `.ci/run` (and the README's setup step) downloads the wheel.
-            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let downloaded = workspace.join("target/meteor-data");
-            let path = match std::env::var_os("CAPTION_METEOR_DATA").filter(|p| !p.is_empty()) {
-                Some(path) => {
-                    let path = PathBuf::from(path);
-                    // Relative paths are meant from the workspace root (where CI runs).
-                    if path.is_relative() && !path.exists() { workspace.join(path) } else { path }
-                }
-                None if downloaded.is_dir() => downloaded,
-                // Otherwise an installed pycocoevalcap, as the CLI would find it.
-                None => match Meteor::locate(None) {
-                    Ok(meteor) => return Some(meteor),
-                    Err(e) => panic!(
-                        "the METEOR tests need pycocoevalcap 1.2's METEOR data, which is not in the \
-                         repository ({e}): run `pip download --no-deps pycocoevalcap==1.2 -d \
-                         target/meteor-data` in the workspace, or set CAPTION_METEOR_DATA to the \
-                         wheel (or set CAPTION_SKIP_METEOR=1 to skip these tests)"
-                    ),
-                },
-            };
-            let start = Instant::now();
-            let meteor = Meteor::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            eprintln!(
-                "loaded METEOR data from {} in {:.2} s",
-                meteor.source().display(),
-                start.elapsed().as_secs_f64()
-            );
-            Some(meteor)
-        })
-        .as_ref()
+fn meteor() -> &'static Meteor {
+    static METEOR: OnceLock<Meteor> = OnceLock::new();
+    METEOR.get_or_init(|| {
+        let start = Instant::now();
+        let meteor = Meteor::load(&caption_test_support::meteor_data()).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("loaded METEOR data from {} in {:.2} s", meteor.source().display(), start.elapsed().as_secs_f64());
+        meteor
+    })
 }
 
 #[derive(Deserialize)]
@@ -110,10 +78,9 @@ fn tokenized(fixture: &Fixture) -> Vec<TokenizedImage> {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn meteor_matches_pycocoevalcap() {
-    let Some(meteor) = meteor() else {
-        return;
-    };
+    let meteor = meteor();
     let mut failures = Vec::new();
     for name in common::SCORING_FIXTURES {
         let fixture = fixture(name);
@@ -164,10 +131,9 @@ fn meteor_matches_pycocoevalcap() {
 /// Raw captions through the whole pipeline (tokenizer runs, then METEOR next to BLEU), with
 /// pycocoevalcap's score names and order.
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn evaluate_reports_meteor_from_raw_captions() {
-    let Some(meteor) = meteor() else {
-        return;
-    };
+    let meteor = meteor();
     for name in common::SCORING_FIXTURES {
         let fixture = fixture(name);
         let references: HashMap<String, Vec<String>> = fixture

@@ -80,6 +80,7 @@ fn assert_all(results: Vec<Result<(), String>>) {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn bleu_matches_pycocoevalcap() {
     let mut results = Vec::new();
     for name in common::SCORING_FIXTURES {
@@ -132,6 +133,7 @@ fn bleu_matches_pycocoevalcap() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn rouge_l_matches_pycocoevalcap() {
     let mut results = Vec::new();
     for name in common::SCORING_FIXTURES {
@@ -150,6 +152,7 @@ fn rouge_l_matches_pycocoevalcap() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn cider_d_matches_pycocoevalcap() {
     let mut results = Vec::new();
     for name in common::SCORING_FIXTURES {
@@ -188,6 +191,7 @@ fn cider_d_matches_pycocoevalcap() {
 
 /// Raw captions through the whole pipeline (two tokenizer runs, then the scorers).
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn evaluate_reproduces_pycocoevalcap_from_raw_captions() {
     let mut results = Vec::new();
     for name in common::SCORING_FIXTURES {

@@ -17,11 +17,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use caption_eval::spice::{Category, SCORE_NAME, Spice};
-use caption_eval::{Metric, TokenizedImage, score_tokenized};
+use caption_eval::{Metric, TokenizedImage};
 use serde_json::Value;
 
 /// Measured: Pearson r of per-image All F1 with real SPICE 0.912, MAE 0.0239, corpus 0.1336
@@ -39,36 +38,9 @@ const MIN_PEARSON_CATEGORY: [(Category, f64); 4] = [
 /// Measured: Kendall tau-c 0.4436 on Flickr8k-Expert (published SPICE: 0.449).
 const MIN_FLICKR8K_TAU_C: f64 = 0.4335;
 
-fn spice() -> Option<&'static Spice> {
-    static SPICE: OnceLock<Option<Spice>> = OnceLock::new();
-    SPICE
-        .get_or_init(|| {
-            if std::env::var("CAPTION_SKIP_METEOR").as_deref() == Ok("1") {
-                eprintln!("skipping the SPICE-rb tests: CAPTION_SKIP_METEOR=1");
-                return None;
-            }
-            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let downloaded = workspace.join("target/meteor-data");
-            let path = match std::env::var_os("CAPTION_METEOR_DATA").filter(|p| !p.is_empty()) {
-                Some(path) => {
-                    let path = PathBuf::from(path);
-                    if path.is_relative() && !path.exists() { workspace.join(path) } else { path }
-                }
-                None if downloaded.is_dir() => downloaded,
-                None => match Spice::locate(None) {
-                    Ok(spice) => return Some(spice),
-                    Err(e) => panic!(
-                        "the SPICE-rb tests need the WordNet synonyms in pycocoevalcap 1.2's METEOR \
-                         data, which is not in the repository ({e}): run `pip download --no-deps \
-                         pycocoevalcap==1.2 -d target/meteor-data` in the workspace, or set \
-                         CAPTION_METEOR_DATA to the wheel (or set CAPTION_SKIP_METEOR=1 to skip \
-                         these tests)"
-                    ),
-                },
-            };
-            Some(Spice::load(&path).unwrap_or_else(|e| panic!("{e}")))
-        })
-        .as_ref()
+fn spice() -> &'static Spice {
+    static SPICE: OnceLock<Spice> = OnceLock::new();
+    SPICE.get_or_init(|| Spice::load(&caption_test_support::meteor_data()).unwrap_or_else(|e| panic!("{e}")))
 }
 
 fn pearson(x: &[f64], y: &[f64]) -> f64 {
@@ -149,8 +121,9 @@ fn kendall_tau_c_matches_scipy_on_a_small_example() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn agrees_with_real_spice_on_coco() {
-    let Some(spice) = spice() else { return };
+    let spice = spice();
     let fixture: Value =
         serde_json::from_slice(&common::read_fixture("spice_coco_fakecap_half.json"))
             .expect("spice_coco_fakecap_half.json parses");
@@ -232,8 +205,9 @@ fn agrees_with_real_spice_on_coco() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn flickr8k_expert_kendall_tau() {
-    let Some(spice) = spice() else { return };
+    let spice = spice();
     let pairs: Value = serde_json::from_slice(&common::read_fixture("flickr8k_expert.json"))
         .expect("flickr8k_expert.json parses");
     let pairs = pairs.as_array().expect("pairs");
@@ -276,7 +250,7 @@ fn tuples(spice: &Spice, caption: &str) -> BTreeSet<String> {
 
 #[test]
 fn parser_extracts_scene_graph_tuples() {
-    let Some(spice) = spice() else { return };
+    let spice = spice();
     let cases: &[(&str, &[&str])] = &[
         (
             "a man riding a horse",
@@ -485,7 +459,7 @@ fn parser_extracts_scene_graph_tuples() {
 
 #[test]
 fn graphs_merge_synonyms_and_score_categories() {
-    let Some(spice) = spice() else { return };
+    let spice = spice();
     // Identical captions: every tuple matches.
     let s = spice.image_scores("a red bus on the street", &["a red bus on the street"]);
     assert_eq!(s.f(), 1.0);
@@ -507,31 +481,12 @@ fn graphs_merge_synonyms_and_score_categories() {
 
 #[test]
 fn scorer_reports_spice_rb_not_spice() {
-    if spice().is_none() {
-        return;
-    }
-    // The scorer finds the data itself the same way (CAPTION_METEOR_DATA or an installed
-    // pycocoevalcap); point it at what the tests found.
     let images = [TokenizedImage {
         candidate: "a dog on a couch".into(),
         references: vec!["a dog sitting on a couch".into(), "a brown dog".into()],
     }];
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if std::env::var_os("CAPTION_METEOR_DATA").is_none() {
-        let Ok(meteor) = caption_eval::meteor::Meteor::load(&workspace.join("target/meteor-data"))
-        else {
-            return;
-        };
-        let scores = caption_eval::score_tokenized_with(
-            &images,
-            &[Metric::Spice, Metric::Bleu],
-            Some(&meteor),
-        )
-        .expect("scores");
-        check_names(&scores.corpus);
-        return;
-    }
-    let scores = score_tokenized(&images, &[Metric::Spice, Metric::Bleu]).expect("scores");
+    let meteor = caption_eval::meteor::Meteor::load(&caption_test_support::meteor_data()).expect("METEOR data");
+    let scores = caption_eval::score_tokenized_with(&images, &[Metric::Spice, Metric::Bleu], Some(&meteor)).expect("scores");
     check_names(&scores.corpus);
 }
 

@@ -17,6 +17,7 @@ struct SampleLine {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn final_tokens_match_on_50000_coco_captions() {
     let gz = common::read_fixture("ptb_tokenizer_sample.jsonl.gz");
     let mut total = 0;
@@ -77,6 +78,7 @@ fn final_tokens_match_on_50000_coco_captions() {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn scoring_fixture_captions_tokenize_as_in_pycocoevalcap() {
     for name in common::SCORING_FIXTURES {
         let fixture = common::scoring_fixture(name);

@@ -30,17 +30,7 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
-/// The shared data folder; fails with one clear message when it is absent.
-fn shared() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    assert!(
-        path.join("weights").is_dir() && path.join("data/flickr8k/Images").is_dir(),
-        "this test reads the shared data folder, expected at {} (beside the repository, with \
-         weights/mobilenetv2_imagenet_features.safetensors and data/flickr8k/Images/)",
-        path.display()
-    );
-    path
-}
+use caption_test_support::shared_dir as shared;
 
 /// The tensors and metadata of one fixture file.
 struct Fixture {
@@ -189,6 +179,7 @@ fn load_mobilenet_v2() -> Encoder<B> {
 }
 
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn mobilenet_v2_with_imagenet_weights_matches_torchvision_on_flickr8k_photos() {
     let io = Fixture::read("mobilenet_v2_flickr8k.safetensors");
     let encoder = load_mobilenet_v2();
@@ -213,6 +204,7 @@ fn small_mobilenet_v2_in_torchvision_layout_from_pth_matches_torchvision() {
 /// caption-data's decoding and normalisation against torchvision's (PIL decode, ToTensor,
 /// Normalize) on the same photos, and what the difference does to the features.
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn preprocessing_matches_torchvision_on_flickr8k_photos() {
     use caption_data::image::{ImageConfig, decode_file, prepare};
     let io = Fixture::read("mobilenet_v2_flickr8k.safetensors");

@@ -4,30 +4,14 @@
 #![allow(dead_code)] // each test crate uses a different part of this module
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// The fixture folder, or a panic that says where it looked and why the tests need it.
+/// The pycocoevalcap fixtures in the shared folder (tests that read them are ignored when it
+/// is absent).
 pub fn fixtures_dir() -> PathBuf {
-    const RELATIVE: &str = "../../../shared/fixtures/metrics";
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // `../../..` from crates/eval, spelled without `..` so that the message reads clearly.
-    let dir = match manifest_dir.ancestors().nth(3) {
-        Some(root) => root.join("shared/fixtures/metrics"),
-        None => manifest_dir.join(RELATIVE),
-    };
-    if !dir.is_dir() {
-        panic!(
-            "the shared pycocoevalcap fixtures are required by these tests but were not found: \
-             looked for the folder {} ({RELATIVE} relative to {}). Put the project's `shared` \
-             folder (with fixtures/metrics/coco_val_loo500.json, flickr8k_test_loo.json, \
-             edge_cases.json and ptb_tokenizer_sample.jsonl.gz) next to the repository checkout.",
-            dir.display(),
-            manifest_dir.display()
-        );
-    }
-    dir
+    caption_test_support::shared_dir().join("fixtures/metrics")
 }
 
 pub fn read_fixture(name: &str) -> Vec<u8> {
