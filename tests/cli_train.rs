@@ -200,8 +200,7 @@ fn eval_of_a_frozen_encoder_reads_the_feature_cache() {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["kind"] == "val" && l["best"] == true)
-        .last()
+        .rfind(|l| l["kind"] == "val" && l["best"] == true)
         .unwrap();
 
     let out = caption().args(["eval", "--checkpoint", run_dir.to_str().unwrap(), "--split", "val", "--beam-size", "1"]).output().unwrap();

@@ -129,10 +129,10 @@ pub fn run(args: CompareArgs) -> Result<u8> {
     if metrics.is_empty() {
         bail!("the two files share no metric column");
     }
-    if let Some(gate) = &args.gate {
-        if !metrics.contains(gate) {
-            bail!("--gate {gate}: not among the compared metrics ({})", metrics.join(", "));
-        }
+    if let Some(gate) = &args.gate
+        && !metrics.contains(gate)
+    {
+        bail!("--gate {gate}: not among the compared metrics ({})", metrics.join(", "));
     }
     let options = CompareOptions { bootstrap_resamples: args.resamples, permutations: args.permutations, alpha: args.alpha };
     let mut rng = SplitMix64::new(args.seed);

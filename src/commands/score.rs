@@ -143,8 +143,11 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Reference captions by image id.
+type References = HashMap<String, Vec<String>>;
+
 /// The references per image id, and the images in file order.
-fn read_references(args: &ScoreArgs) -> Result<(Vec<String>, HashMap<String, Vec<String>>)> {
+fn read_references(args: &ScoreArgs) -> Result<(Vec<String>, References)> {
     let path = &args.refs;
     let format = match args.refs_format {
         Some(format) => format,

@@ -65,17 +65,11 @@ impl RunConfig {
 }
 
 /// `model:` the captioner to train.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     pub encoder: EncoderSection,
     pub decoder: DecoderSection,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig { encoder: EncoderSection::default(), decoder: DecoderSection::default() }
-    }
 }
 
 impl ModelConfig {
