@@ -104,6 +104,25 @@ fn slow_request_heads_are_cut_off_and_connections_are_capped() {
 }
 
 #[test]
+fn a_body_that_does_not_arrive_is_answered_408() {
+    let fixture = start(|config| config.limits.body_timeout_ms = 300);
+    let mut stream = TcpStream::connect(fixture.address()).unwrap();
+    let head = format!(
+        "POST /api/v1/caption HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nX-API-Key: {}\r\nContent-Length: 5000\r\n\r\n{{\"image\": \"",
+        fixture.key
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("limits.body_timeout_ms"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[test]
 fn connections_over_the_cap_wait_for_a_free_one() {
     let fixture = start(|config| {
         config.limits.header_timeout_ms = 30_000;
@@ -333,8 +352,8 @@ fn stored_requests_are_bounded_by_count() {
 #[test]
 fn stored_requests_and_finished_jobs_expire() {
     let fixture = start(|config| {
-        config.feedback.retain_hours = 0.0004; // 1.44 s
-        config.jobs.retain_hours = 0.0004;
+        config.feedback.retain_hours = 0.001; // 3.6 s
+        config.jobs.retain_hours = 0.001;
     });
     let address = fixture.address();
     let reply = post_json(address, "/api/v1/caption", fixture.key(), &json!({"image": base64(&png(12, 12, [0, 1, 2]))})).json();
