@@ -11,7 +11,8 @@
 # folder with Images/, Flickr8k.token.txt, train.txt and dev.txt (a few hundred images are
 # enough: the Flickr8k benchmark trains the decoder on cached features). Each step has its own
 # time limit and writes its log to OUT_DIR, so a failing step costs only its own time; the last
-# lines printed are a summary table.
+# lines printed are a summary table. Step 1b profiles a few training steps per kernel
+# (CUBECL_DEBUG_OPTION=profile; totals in OUT_DIR/*_profile_top.txt, by kernel_profile.py).
 set -u
 bin=$1 flickr=$2 weights=$3 out=$4 throughput=${5:-}
 mkdir -p "$out"
@@ -57,6 +58,17 @@ step shapes_bench_cuda 120 "$bin" train --config configs/shapes.yaml --device cu
 step shapes_bench_torch 60 python3 scripts/reference/train_throughput.py --config configs/shapes.yaml --steps 40 --vocab 59 --length 20 --device cuda
 step flickr_att_bench_cuda 180 "$bin" train --config $att "${flickr[@]}" --device cuda --benchmark 40
 step flickr_att_bench_torch 60 python3 scripts/reference/train_throughput.py --config $att --steps 40 --vocab 318 --length 17 --device cuda
+# 1b. Per-kernel profile of a few training steps (every kernel timed, so slower than the runs
+# above; the Flickr8k feature cache already exists): where the step's GPU time goes.
+# CUBECL_DEBUG_LOG names the file cubecl logs to (kernel timings, and compilations).
+step shapes_profile 90 env CUBECL_DEBUG_LOG="$out/shapes_profile.cubecl.log" CUBECL_DEBUG_OPTION=profile \
+    "$bin" train --config configs/shapes.yaml --device cuda --benchmark 5
+step flickr_att_profile 90 env CUBECL_DEBUG_LOG="$out/flickr_att_profile.cubecl.log" CUBECL_DEBUG_OPTION=profile \
+    "$bin" train --config $att "${flickr[@]}" --device cuda --benchmark 5
+for name in shapes_profile flickr_att_profile; do
+    python3 scripts/bench/kernel_profile.py "$out/$name.cubecl.log" 25 >"$out/${name}_top.txt" 2>&1
+    head -n 12 "$out/${name}_top.txt"
+done
 # 2. The README main job on CUDA: generate the synthetic set, train, validate, test, report.
 step shapes_train_cuda 240 "$bin" train --config configs/shapes.yaml --device cuda
 run=$(ls -d experiments/shapes-* 2>/dev/null | tail -n 1)

@@ -219,8 +219,7 @@ fn read_per_image(path: &Path) -> Result<PerImage> {
         bail!("{}: no images", file.display());
     }
     // Keep pycocoevalcap's reporting order where the names are known.
-    const ORDER: [&str; 8] = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE"];
-    metrics.sort_by_key(|m| ORDER.iter().position(|k| k == m).unwrap_or(ORDER.len()));
+    metrics.sort_by_key(|m| caption_eval::Metric::all_score_names().position(|k| k == m).unwrap_or(usize::MAX));
     Ok(PerImage { path: file, order, candidates, scores, metrics })
 }
 

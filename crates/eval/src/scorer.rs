@@ -59,6 +59,11 @@ impl Metric {
         Metric::Spice,
     ];
 
+    /// Every score name, in reporting order (SPICE-rb last, where pycocoevalcap reports SPICE).
+    pub fn all_score_names() -> impl Iterator<Item = &'static str> {
+        Metric::COMPUTE_ORDER.into_iter().flat_map(|metric| metric.score_names().iter().copied())
+    }
+
     /// The score names this metric reports, as pycocoevalcap spells them.
     pub fn score_names(self) -> &'static [&'static str] {
         match self {
@@ -413,6 +418,12 @@ mod tests {
 
     fn cands(entries: &[(u32, &str)]) -> HashMap<u32, String> {
         entries.iter().map(|(id, c)| (*id, c.to_string())).collect()
+    }
+
+    #[test]
+    fn every_score_name_in_reporting_order() {
+        let names: Vec<&str> = Metric::all_score_names().collect();
+        assert_eq!(names, ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE-rb"]);
     }
 
     #[test]

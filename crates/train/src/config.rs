@@ -15,8 +15,11 @@ use caption_data::TextEncoder;
 use crate::scst::ScstConfig;
 use serde::{Deserialize, Serialize};
 
-/// Score names `train.best_metric` may name (pycocoevalcap's spelling).
-pub const SELECTABLE_METRICS: [&str; 6] = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"];
+/// Score names `train.best_metric` may name (pycocoevalcap's spelling): those validation
+/// computes.
+pub fn selectable_metrics() -> Vec<&'static str> {
+    caption_eval::Metric::ALL.iter().flat_map(|metric| metric.score_names().iter().copied()).collect()
+}
 
 /// Everything a training run is configured by (the experiment config minus sections that do
 /// not concern training).
@@ -425,8 +428,9 @@ impl TrainConfig {
         }
         check_strategy(&self.decode, "decode")?;
         check_strategy(&self.test_decode, "test_decode")?;
-        if !SELECTABLE_METRICS.contains(&self.best_metric.as_str()) {
-            bail!("`train.best_metric` is {:?}; expected one of {}", self.best_metric, SELECTABLE_METRICS.join(", "));
+        let selectable = selectable_metrics();
+        if !selectable.contains(&self.best_metric.as_str()) {
+            bail!("`train.best_metric` is {:?}; expected one of {}", self.best_metric, selectable.join(", "));
         }
         if self.output_dir.as_os_str().is_empty() {
             bail!("`train.output_dir` must not be empty");
