@@ -9,8 +9,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::api::ApiError;
-use crate::server::AppState;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 

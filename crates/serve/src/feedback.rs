@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::api::{self, ApiError};
 use crate::auth::Client;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{NewFeedback, Store, StoreError};
 
 /// Longest correction accepted, in characters.

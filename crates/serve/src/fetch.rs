@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::config::ImageUrlConfig;
 
 /// Fetches images by URL under the configured policy.

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::api::{self, ApiError, ModelRef, RawOptions, Shape};
 use crate::auth::Client;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{ClaimedJob, JobRecord, JobState, new_id};
 
 /// How often the runner looks at the queue when nothing woke it (jobs from before a restart,

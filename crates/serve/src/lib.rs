@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod decode_budget;
+pub mod error;
 pub mod feedback;
 pub mod fetch;
 pub mod http;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod registry;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod worker;
 
