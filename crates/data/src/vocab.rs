@@ -80,7 +80,7 @@ impl VocabConfig {
 /// The PTB tokens of a caption, lower-cased and without punctuation, exactly as the
 /// metrics see them.
 pub fn caption_words(caption: &str) -> Vec<String> {
-    caption_eval::tokenizer::tokenize_words(caption)
+    caption_tokenizer::tokenize_words(caption)
 }
 
 /// A word vocabulary: the special tokens, then words by descending count (ties alphabetical).

@@ -22,7 +22,8 @@ mod python_float;
 pub mod rouge;
 pub mod scorer;
 pub mod spice;
-pub mod tokenizer;
+/// pycocoevalcap's PTB tokenization (its own crate, which the vocabulary uses too).
+pub use caption_tokenizer as tokenizer;
 
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 //!
 //! pycocoevalcap runs Stanford CoreNLP 3.4.1's `PTBTokenizer -preserveLines -lowerCase` over all
 //! captions of one dictionary joined by `\n`, then drops a fixed list of punctuation tokens. This
-//! module is a clean-room reimplementation written from the documented behaviour and from
+//! crate is a clean-room reimplementation written from the documented behaviour and from
 //! real tokenizer output (the shared fixtures), not from CoreNLP's source. It reproduces:
 //!
 //! * the lexer's token boundaries: clitics (`do n't`, `cat 's`, `can not`, `gon na`), hyphenated
