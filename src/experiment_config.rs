@@ -37,11 +37,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
 fn from_yaml_text(text: &str) -> std::result::Result<ExperimentConfig, String> {
     let deserializer = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let location = e
-            .inner()
-            .location()
-            .map(|l| format!("{}:{}: ", l.line(), l.column()))
-            .unwrap_or_else(|| " ".into());
+        let location = e.inner().location().map(|l| format!("{}:{}: ", l.line(), l.column())).unwrap_or_else(|| " ".into());
         format!("{location}{}: {}", key_path(e.path()), strip_location(&e.inner().to_string()))
     })
 }

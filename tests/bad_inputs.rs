@@ -17,16 +17,15 @@ fn fails(args: &[&str]) -> String {
 }
 
 fn coco_json(file_name: &str) -> String {
-    format!(r#"{{"images": [{{"id": 1, "file_name": "{file_name}", "width": 8, "height": 8}}],
-        "annotations": [{{"id": 10, "image_id": 1, "caption": "a red square"}}]}}"#)
+    format!(
+        r#"{{"images": [{{"id": 1, "file_name": "{file_name}", "width": 8, "height": 8}}],
+        "annotations": [{{"id": 10, "image_id": 1, "caption": "a red square"}}]}}"#
+    )
 }
 
 fn coco_stats(dir: &Path, annotations: &str) -> String {
     let annotations = dir.join(annotations);
-    fails(&[
-        "data", "stats", "--format", "coco", "--annotations", annotations.to_str().unwrap(),
-        "--images", dir.to_str().unwrap(),
-    ])
+    fails(&["data", "stats", "--format", "coco", "--annotations", annotations.to_str().unwrap(), "--images", dir.to_str().unwrap()])
 }
 
 /// A YAML config that loads `annotations` as COCO and fails on any bad image.
@@ -53,7 +52,11 @@ fn malformed_json() {
 #[test]
 fn missing_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("nocaption.json"), r#"{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 3, "image_id": 1}]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("nocaption.json"),
+        r#"{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 3, "image_id": 1}]}"#,
+    )
+    .unwrap();
     let err = coco_stats(dir.path(), "nocaption.json");
     assert!(err.contains("nocaption.json") && err.contains("missing field `caption`"), "{err}");
 }
@@ -129,10 +132,16 @@ fn non_utf8_caption_file() {
     std::fs::write(dir.path().join("Flickr8k.token.txt"), &text).unwrap();
     std::fs::write(dir.path().join("train.txt"), "a.jpg\n").unwrap();
     let err = fails(&[
-        "data", "stats", "--format", "flickr",
-        "--annotations", dir.path().join("Flickr8k.token.txt").to_str().unwrap(),
-        "--images", dir.path().to_str().unwrap(),
-        "--train-list", dir.path().join("train.txt").to_str().unwrap(),
+        "data",
+        "stats",
+        "--format",
+        "flickr",
+        "--annotations",
+        dir.path().join("Flickr8k.token.txt").to_str().unwrap(),
+        "--images",
+        dir.path().to_str().unwrap(),
+        "--train-list",
+        dir.path().join("train.txt").to_str().unwrap(),
     ]);
     assert!(err.contains("Flickr8k.token.txt: line 2: not valid UTF-8"), "{err}");
 }

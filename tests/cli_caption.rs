@@ -106,9 +106,6 @@ fn an_unusable_cuda_device_is_one_clear_error() {
     }
     assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
     assert!(stderr.contains("cuda:7"), "{stderr}");
-    assert!(
-        stderr.contains("--features cuda") || stderr.contains("--device cpu") || stderr.contains("CUDA device(s)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--features cuda") || stderr.contains("--device cpu") || stderr.contains("CUDA device(s)"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

@@ -34,8 +34,15 @@ fn stats_on_flickr8k_counts_train_dev_and_reports_missing_test_images() {
     let annotations = root.join("Flickr8k.token.txt");
     let images = root.join("Images");
     let out = caption(&[
-        "data", "stats", "--format", "flickr", "--annotations", annotations.to_str().unwrap(),
-        "--images", images.to_str().unwrap(), "--json",
+        "data",
+        "stats",
+        "--format",
+        "flickr",
+        "--annotations",
+        annotations.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--json",
     ]);
     let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(split(&stats, "train")["images"], 6000);
@@ -54,8 +61,16 @@ fn stats_on_flickr8k_counts_train_dev_and_reports_missing_test_images() {
 
     // The table names the same counts.
     let table = stdout(&caption(&[
-        "data", "stats", "--format", "flickr", "--annotations", annotations.to_str().unwrap(),
-        "--images", images.to_str().unwrap(), "--check-images", "exists",
+        "data",
+        "stats",
+        "--format",
+        "flickr",
+        "--annotations",
+        annotations.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--check-images",
+        "exists",
     ]));
     assert!(table.contains("1000 missing image(s) (1000 test)"), "{table}");
     assert!(table.lines().any(|l| l.starts_with("train") && l.contains(" 6000 ") && l.contains(" 30000 ")), "{table}");
@@ -66,9 +81,15 @@ fn stats_on_flickr8k_counts_train_dev_and_reports_missing_test_images() {
 fn stats_on_coco_mini() {
     let root = shared_dir().join("data/coco-mini");
     let out = caption(&[
-        "data", "stats", "--format", "coco",
-        "--annotations", root.join("annotations/captions_train2017.json").to_str().unwrap(),
-        "--images", root.join("train2017").to_str().unwrap(), "--json",
+        "data",
+        "stats",
+        "--format",
+        "coco",
+        "--annotations",
+        root.join("annotations/captions_train2017.json").to_str().unwrap(),
+        "--images",
+        root.join("train2017").to_str().unwrap(),
+        "--json",
     ]);
     let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(split(&stats, "train")["images"], 80);

@@ -42,7 +42,6 @@ fn coco_files(dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
     (refs, res, fixture["corpus"].clone())
 }
 
-
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_caption")).args(args).output().unwrap()
 }
@@ -54,8 +53,16 @@ fn score_reproduces_pycocoevalcap_corpus_scores() {
     let (refs, res, expected) = coco_files(dir.path());
     let per_image = dir.path().join("per_image.csv");
     let out = run(&[
-        "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json",
-        "--per-image", per_image.to_str().unwrap(), "--meteor-data", caption_test_support::meteor_data().to_str().unwrap(),
+        "score",
+        "--refs",
+        refs.to_str().unwrap(),
+        "--results",
+        res.to_str().unwrap(),
+        "--json",
+        "--per-image",
+        per_image.to_str().unwrap(),
+        "--meteor-data",
+        caption_test_support::meteor_data().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -85,11 +92,7 @@ fn meteor_is_never_replaced_when_its_data_is_missing() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("METEOR is unavailable") && err.contains("pip download --no-deps pycocoevalcap==1.2"), "{err}");
     // By default, without any data to find: scored without METEOR, and a warning says so.
-    let out = Command::new(env!("CARGO_BIN_EXE_caption"))
-        .args(args)
-        .env("CAPTION_METEOR_DATA", &nowhere)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_caption")).args(args).env("CAPTION_METEOR_DATA", &nowhere).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -105,8 +108,16 @@ fn score_writes_parquet_and_json_and_selects_metrics() {
     for name in ["per_image.json", "per_image.parquet"] {
         let path = dir.path().join(name);
         let out = run(&[
-            "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json",
-            "--metrics", "cider", "--per-image", path.to_str().unwrap(),
+            "score",
+            "--refs",
+            refs.to_str().unwrap(),
+            "--results",
+            res.to_str().unwrap(),
+            "--json",
+            "--metrics",
+            "cider",
+            "--per-image",
+            path.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -157,13 +168,24 @@ fn compare_reports_significance_and_gates_promotion() {
     std::fs::write(&res_b, serde_json::Value::from(results).to_string()).unwrap();
     let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
     for (res, out) in [(&res_a, &a), (&res_b, &b)] {
-        let status = run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--per-image", out.to_str().unwrap()]).status;
+        let status =
+            run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--per-image", out.to_str().unwrap()])
+                .status;
         assert!(status.success());
     }
     let report_dir = dir.path().join("report");
     let out = run(&[
-        "compare", a.to_str().unwrap(), b.to_str().unwrap(), "--gate", "CIDEr", "--resamples", "2000",
-        "--permutations", "2000", "--out", report_dir.to_str().unwrap(),
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--gate",
+        "CIDEr",
+        "--resamples",
+        "2000",
+        "--permutations",
+        "2000",
+        "--out",
+        report_dir.to_str().unwrap(),
     ]);
     let markdown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "B should pass the gate: {markdown}{}", String::from_utf8_lossy(&out.stderr));
@@ -190,8 +212,16 @@ fn spice_rb_is_scored_under_its_own_name_when_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let (refs, res, _) = coco_files(dir.path());
     let out = run(&[
-        "score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json", "--metrics", "cider,spice-rb",
-        "--meteor-data", caption_test_support::meteor_data().to_str().unwrap(),
+        "score",
+        "--refs",
+        refs.to_str().unwrap(),
+        "--results",
+        res.to_str().unwrap(),
+        "--json",
+        "--metrics",
+        "cider,spice-rb",
+        "--meteor-data",
+        caption_test_support::meteor_data().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -200,6 +230,16 @@ fn spice_rb_is_scored_under_its_own_name_when_asked_for() {
     assert!(scores.get("SPICE").is_none(), "an approximation is never reported as SPICE: {scores}");
     // It needs WordNet's synonyms: asked for without them, a clear error.
     let nowhere = dir.path().join("nothing");
-    let out = run(&["score", "--refs", refs.to_str().unwrap(), "--results", res.to_str().unwrap(), "--metrics", "spice-rb", "--meteor-data", nowhere.to_str().unwrap()]);
+    let out = run(&[
+        "score",
+        "--refs",
+        refs.to_str().unwrap(),
+        "--results",
+        res.to_str().unwrap(),
+        "--metrics",
+        "spice-rb",
+        "--meteor-data",
+        nowhere.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
 }

@@ -213,7 +213,15 @@ fn feedback_exports_as_a_dataset_that_data_stats_reads() {
     let annotations = out.join("captions_train.json");
     let images = out.join("images");
     let stats = stdout(&caption(&[
-        "data", "stats", "--format", "coco", "--annotations", annotations.to_str().unwrap(), "--images", images.to_str().unwrap(), "--json",
+        "data",
+        "stats",
+        "--format",
+        "coco",
+        "--annotations",
+        annotations.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--json",
     ]));
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert!(stats.to_string().contains("\"captions\":1"), "{stats}");

@@ -117,12 +117,16 @@ fn killed_run_resumes_and_finishes() {
     let eval_dir = run_dir.join("eval/val");
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["split"], "val");
-    assert!(metrics["metrics"]["Bleu_4"].is_number() && metrics["decode"]["method"] == "beam" && metrics["decode"]["beam_size"] == 2, "{metrics}");
+    assert!(
+        metrics["metrics"]["Bleu_4"].is_number() && metrics["decode"]["method"] == "beam" && metrics["decode"]["beam_size"] == 2,
+        "{metrics}"
+    );
     for file in ["per_image.json", "results.json", "report.md", "report.html"] {
         assert!(eval_dir.join(file).is_file(), "{file} missing");
     }
     // Not a checkpoint: one clear line.
-    let out = caption().args(["eval", "--checkpoint", dir.path().to_str().unwrap(), "--config", config.to_str().unwrap()]).output().unwrap();
+    let out =
+        caption().args(["eval", "--checkpoint", dir.path().to_str().unwrap(), "--config", config.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr}");
     std::fs::remove_dir_all(&eval_dir).unwrap();
@@ -139,7 +143,9 @@ fn killed_run_resumes_and_finishes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(10), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("not promoted") && stdout.contains("tiny-v1"), "{stdout}");
-    let models = String::from_utf8_lossy(&caption().args(["models", "--registry", registry.to_str().unwrap(), "--json"]).output().unwrap().stdout).into_owned();
+    let models =
+        String::from_utf8_lossy(&caption().args(["models", "--registry", registry.to_str().unwrap(), "--json"]).output().unwrap().stdout)
+            .into_owned();
     assert!(models.contains("tiny-v1") && !models.contains("tiny-v2"), "{models}");
     let gates: Vec<_> = std::fs::read_dir(registry.join("gates")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(gates.len(), 1, "{gates:?}");
@@ -207,7 +213,8 @@ fn eval_of_a_frozen_encoder_reads_the_feature_cache() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "caption eval failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("features: val from the cache"), "{stdout}");
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval/val/metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval/val/metrics.json")).unwrap()).unwrap();
     for name in ["Bleu_4", "CIDEr", "ROUGE_L"] {
         assert_eq!(metrics["metrics"][name], best[name], "{name}: eval {metrics} vs validation {best}");
     }

@@ -113,10 +113,7 @@ fn caption_images<B: Backend>(args: &CaptionArgs, strategy: &DecodeStrategy, dev
         pixels.extend(prepare(&image, &preprocess, None).chw);
     }
     let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [args.images.len(), 3, size, size]), device);
-    let hypotheses = checkpoint
-        .model
-        .decode(images, strategy)
-        .with_context(|| format!("decoding with {}", args.checkpoint.display()))?;
+    let hypotheses = checkpoint.model.decode(images, strategy).with_context(|| format!("decoding with {}", args.checkpoint.display()))?;
     Ok(args
         .images
         .iter()

@@ -137,10 +137,8 @@ pub fn run(args: CompareArgs) -> Result<u8> {
     let options = CompareOptions { bootstrap_resamples: args.resamples, permutations: args.permutations, alpha: args.alpha };
     let mut rng = SplitMix64::new(args.seed);
     let column = |p: &PerImage, metric: &str| -> Vec<f64> { common.iter().map(|id| p.scores[id][metric]).collect() };
-    let comparisons: Vec<MetricComparison> = metrics
-        .iter()
-        .map(|m| compare_metric(m, &column(&a, m), &column(&b, m), &options, &mut || rng.next_u64()))
-        .collect();
+    let comparisons: Vec<MetricComparison> =
+        metrics.iter().map(|m| compare_metric(m, &column(&a, m), &column(&b, m), &options, &mut || rng.next_u64())).collect();
 
     // Where they differ most, on the gate metric (or the last one, CIDEr in the usual order).
     let focus = args.gate.clone().unwrap_or_else(|| metrics.last().cloned().unwrap_or_default());
@@ -249,10 +247,23 @@ fn markdown(report: &Report) -> String {
         let _ = writeln!(
             out,
             "| {} | {:.4} | {:.4} | {:+.4} | [{:+.4}, {:+.4}] | {:.4} | {} / {} / {} | {} |",
-            m.metric, m.mean_a, m.mean_b, m.difference, m.interval.0, m.interval.1, m.p_value, m.wins, m.ties, m.losses, verdict(m)
+            m.metric,
+            m.mean_a,
+            m.mean_b,
+            m.difference,
+            m.interval.0,
+            m.interval.1,
+            m.p_value,
+            m.wins,
+            m.ties,
+            m.losses,
+            verdict(m)
         );
     }
-    let _ = writeln!(out, "\nScores are means of per-image scores (the corpus score for ROUGE-L and CIDEr-D; for BLEU, the mean per-image BLEU).\n");
+    let _ = writeln!(
+        out,
+        "\nScores are means of per-image scores (the corpus score for ROUGE-L and CIDEr-D; for BLEU, the mean per-image BLEU).\n"
+    );
     if !report.examples.is_empty() {
         let _ = writeln!(out, "## Where they differ most ({})\n", report.examples[0].metric);
         let _ = writeln!(out, "| image | A | caption A | B | caption B |\n|---|---:|---|---:|---|");
@@ -260,7 +271,11 @@ fn markdown(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {:.3} | {} | {:.3} | {} |",
-                e.image_id, e.score_a, e.caption_a.replace('|', "\\|"), e.score_b, e.caption_b.replace('|', "\\|")
+                e.image_id,
+                e.score_a,
+                e.caption_a.replace('|', "\\|"),
+                e.score_b,
+                e.caption_b.replace('|', "\\|")
             );
         }
     }
@@ -275,11 +290,27 @@ fn html(report: &Report) -> String {
     let level = 100.0 * (1.0 - report.options.alpha);
     let mut rows = String::new();
     for m in &report.metrics {
-        let class = if m.b_significantly_better { "better" } else if m.b_significantly_worse { "worse" } else { "same" };
+        let class = if m.b_significantly_better {
+            "better"
+        } else if m.b_significantly_worse {
+            "worse"
+        } else {
+            "same"
+        };
         let _ = write!(
             rows,
             "<tr class=\"{class}\"><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:+.4}</td><td>[{:+.4}, {:+.4}]</td><td>{:.4}</td><td>{} / {} / {}</td><td>{}</td></tr>",
-            escape(&m.metric), m.mean_a, m.mean_b, m.difference, m.interval.0, m.interval.1, m.p_value, m.wins, m.ties, m.losses, verdict(m)
+            escape(&m.metric),
+            m.mean_a,
+            m.mean_b,
+            m.difference,
+            m.interval.0,
+            m.interval.1,
+            m.p_value,
+            m.wins,
+            m.ties,
+            m.losses,
+            verdict(m)
         );
     }
     let mut examples = String::new();
@@ -287,7 +318,11 @@ fn html(report: &Report) -> String {
         let _ = write!(
             examples,
             "<tr><td>{}</td><td>{:.3}</td><td>{}</td><td>{:.3}</td><td>{}</td></tr>",
-            escape(&e.image_id), e.score_a, escape(&e.caption_a), e.score_b, escape(&e.caption_b)
+            escape(&e.image_id),
+            e.score_a,
+            escape(&e.caption_a),
+            e.score_b,
+            escape(&e.caption_b)
         );
     }
     format!(

@@ -197,8 +197,7 @@ fn data_config_from_flags(args: &StatsArgs, format: FormatArg) -> Result<DataCon
     let mut config = DataConfig::default();
     match format {
         FormatArg::Coco => {
-            let split = Split::parse(&args.split)
-                .with_context(|| format!("--split {}: expected train, val or test", args.split))?;
+            let split = Split::parse(&args.split).with_context(|| format!("--split {}: expected train, val or test", args.split))?;
             let source = SplitSource { annotations: Some(annotations), images: Some(images), list: None };
             config.format = DataFormat::Coco;
             match split {

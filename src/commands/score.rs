@@ -98,11 +98,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         );
     }
     let explicit = !args.metrics.is_empty();
-    let mut metrics: Vec<Metric> = if explicit {
-        args.metrics.iter().map(|m| m.metric()).collect()
-    } else {
-        Metric::REPORT_ORDER.to_vec()
-    };
+    let mut metrics: Vec<Metric> = if explicit { args.metrics.iter().map(|m| m.metric()).collect() } else { Metric::REPORT_ORDER.to_vec() };
     metrics.dedup();
     // METEOR needs data pycocoevalcap ships; asked for by name it must be there, by default it
     // is left out with a warning (never replaced by a different METEOR).
@@ -183,8 +179,7 @@ fn guess_format(path: &Path) -> Result<RefsFormat> {
     }
     // Peek at the JSON's shape: COCO has `annotations`, Karpathy has `images[].sentences`.
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
     if value.get("annotations").is_some() {
         Ok(RefsFormat::Coco)
     } else if value["images"].get(0).and_then(|i| i.get("sentences")).is_some() {
@@ -199,9 +194,8 @@ fn guess_format(path: &Path) -> Result<RefsFormat> {
 
 fn read_results(path: &Path) -> Result<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let entries: Vec<ResultEntry> = serde_json::from_str(&text).with_context(|| {
-        format!("{}: not an MS-COCO results file (`[{{\"image_id\": ..., \"caption\": \"...\"}}]`)", path.display())
-    })?;
+    let entries: Vec<ResultEntry> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not an MS-COCO results file (`[{{\"image_id\": ..., \"caption\": \"...\"}}]`)", path.display()))?;
     let mut candidates = HashMap::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         let id = match &entry.image_id {
@@ -210,10 +204,7 @@ fn read_results(path: &Path) -> Result<HashMap<String, String>> {
             other => bail!("{}: entry {index}: image_id {other} is neither a number nor a string", path.display()),
         };
         if candidates.insert(id.clone(), entry.caption).is_some() {
-            bail!(
-                "{}: image {id} has more than one caption; the metrics score exactly one candidate per image",
-                path.display()
-            );
+            bail!("{}: image {id} has more than one caption; the metrics score exactly one candidate per image", path.display());
         }
     }
     Ok(candidates)

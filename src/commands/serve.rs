@@ -136,7 +136,11 @@ fn passes_gate(args: &PromoteArgs, checkpoint: &Path, against: &str) -> Result<b
             .find(|v| v.id == against)
             .with_context(|| format!("--gate-against {against}: no such version in {} (see `caption models`)", args.registry.display()))?
     };
-    let gates = args.registry.join("gates").join(format!("{}-{}", baseline.id, caption_data::time::compact_timestamp(std::time::SystemTime::now())));
+    let gates = args.registry.join("gates").join(format!(
+        "{}-{}",
+        baseline.id,
+        caption_data::time::compact_timestamp(std::time::SystemTime::now())
+    ));
     let mut evaluations = Vec::new();
     for (label, dir) in [("baseline", baseline.dir(&args.registry)), ("candidate", checkpoint.to_path_buf())] {
         let out = gates.join(label);
@@ -158,7 +162,12 @@ fn passes_gate(args: &PromoteArgs, checkpoint: &Path, against: &str) -> Result<b
     if passed {
         println!("gate: passed, the candidate is significantly better than {} on {} ({})", baseline.id, args.gate_metric, gates.display());
     } else {
-        println!("gate: not promoted, the candidate is not significantly better than {} on {} (see {})", baseline.id, args.gate_metric, gates.join("compare.md").display());
+        println!(
+            "gate: not promoted, the candidate is not significantly better than {} on {} (see {})",
+            baseline.id,
+            args.gate_metric,
+            gates.join("compare.md").display()
+        );
     }
     Ok(passed)
 }

@@ -30,7 +30,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (config, config_yaml) = match (&args.resume, &args.config) {
         (Some(run_dir), _) => {
             if !args.overrides.is_empty() {
-                bail!("--set cannot be combined with --resume: a run continues with the config it started with ({})", run_dir.join("config.yaml").display());
+                bail!(
+                    "--set cannot be combined with --resume: a run continues with the config it started with ({})",
+                    run_dir.join("config.yaml").display()
+                );
             }
             let path = run_dir.join("config.yaml");
             if !path.is_file() {

@@ -122,11 +122,7 @@ impl DataConfig {
     /// Checks that the keys the chosen format needs are present, naming the missing key.
     pub fn validate(&self) -> Result<()> {
         let need = |ok: bool, key: &str, why: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(DataError::Config(format!("`data.{key}` is required when `data.format` is {why}")))
-            }
+            if ok { Ok(()) } else { Err(DataError::Config(format!("`data.{key}` is required when `data.format` is {why}"))) }
         };
         match self.format {
             DataFormat::Coco => {
@@ -134,11 +130,7 @@ impl DataConfig {
                 for split in crate::Split::ALL {
                     if let Some(src) = self.split(split) {
                         need(src.annotations.is_some(), &format!("{split}.annotations"), "coco")?;
-                        need(
-                            src.images.is_some() || self.images.is_some(),
-                            &format!("{split}.images` (or `data.images"),
-                            "coco",
-                        )?;
+                        need(src.images.is_some() || self.images.is_some(), &format!("{split}.images` (or `data.images"), "coco")?;
                         any = true;
                     }
                 }

@@ -47,8 +47,7 @@ impl std::fmt::Display for LoadReport {
         }
         let mut parts = Vec::new();
         if self.missing_images > 0 {
-            let per_split: Vec<String> =
-                self.missing_by_split.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            let per_split: Vec<String> = self.missing_by_split.iter().map(|(s, n)| format!("{n} {s}")).collect();
             parts.push(format!("{} missing image(s) ({})", self.missing_images, per_split.join(", ")));
         }
         if self.unreadable_images > 0 {
@@ -121,10 +120,8 @@ impl CaptionDataset {
                 samples
             }
             DataFormat::Flickr => {
-                let lists: Vec<(Split, PathBuf)> = Split::ALL
-                    .iter()
-                    .filter_map(|&s| config.split(s).and_then(|src| src.list.clone()).map(|l| (s, l)))
-                    .collect();
+                let lists: Vec<(Split, PathBuf)> =
+                    Split::ALL.iter().filter_map(|&s| config.split(s).and_then(|src| src.list.clone()).map(|l| (s, l))).collect();
                 let (samples, extras) = loaders::flickr::load(
                     config.annotations.as_deref().expect("validated"),
                     config.images.as_deref().expect("validated"),
@@ -143,10 +140,8 @@ impl CaptionDataset {
                 *n <= config.max_images_per_split
             });
         }
-        let problems: Vec<Option<(bool, String)>> = samples
-            .par_iter()
-            .map(|s| check_image(&s.image_path, config.check_images, config.image.max_pixels))
-            .collect();
+        let problems: Vec<Option<(bool, String)>> =
+            samples.par_iter().map(|s| check_image(&s.image_path, config.check_images, config.image.max_pixels)).collect();
         let mut kept = Vec::with_capacity(samples.len());
         let mut by_split = [0usize; 3];
         for (sample, problem) in samples.into_iter().zip(problems) {
@@ -165,8 +160,7 @@ impl CaptionDataset {
                 }
             }
         }
-        report.missing_by_split =
-            Split::ALL.iter().zip(by_split).filter(|(_, n)| *n > 0).map(|(s, n)| (*s, n)).collect();
+        report.missing_by_split = Split::ALL.iter().zip(by_split).filter(|(_, n)| *n > 0).map(|(s, n)| (*s, n)).collect();
         let bad = report.missing_images + report.unreadable_images;
         if bad > 0 && config.on_missing == OnMissing::Error {
             return Err(DataError::MissingImages { count: bad, first: report.problems.join("; ") });

@@ -22,16 +22,14 @@ pub enum DataError {
         source: serde_json::Error,
     },
     #[error("{path}: line {line}: {message}")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Line { path: PathBuf, line: usize, message: String },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Image { path: PathBuf, message: String },
-    #[error("{count} image(s) listed in the annotations are missing or unreadable (first: {first}); fix the paths under `data.images`, or set `data.on_missing: skip` to train without them")]
+    #[error(
+        "{count} image(s) listed in the annotations are missing or unreadable (first: {first}); fix the paths under `data.images`, or set `data.on_missing: skip` to train without them"
+    )]
     MissingImages { count: usize, first: String },
     #[error("invalid data config: {0}")]
     Config(String),
@@ -41,17 +39,11 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io {
-            path: path.into(),
-            source,
-        }
+        DataError::Io { path: path.into(), source }
     }
 
     pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        DataError::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
+        DataError::Invalid { path: path.into(), message: message.into() }
     }
 }
 

@@ -263,11 +263,7 @@ fn resize_to(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
             let scale = f64::from(size) / f64::from(w.min(h));
             let nw = ((f64::from(w) * scale).round() as u32).max(size);
             let nh = ((f64::from(h) * scale).round() as u32).max(size);
-            let resized = if (nw, nh) == (w, h) {
-                image.clone()
-            } else {
-                image::imageops::resize(image, nw, nh, FilterType::Triangle)
-            };
+            let resized = if (nw, nh) == (w, h) { image.clone() } else { image::imageops::resize(image, nw, nh, FilterType::Triangle) };
             image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
         }
     }
@@ -329,11 +325,7 @@ mod tests {
     #[test]
     fn augmentation_is_seeded() {
         let img = gradient(40, 40);
-        let cfg = ImageConfig {
-            size: 16,
-            augment: AugmentConfig { crop_scale: 1.5, hflip: 0.5 },
-            ..Default::default()
-        };
+        let cfg = ImageConfig { size: 16, augment: AugmentConfig { crop_scale: 1.5, hflip: 0.5 }, ..Default::default() };
         let a = prepare(&img, &cfg, Some(1));
         assert_eq!(a, prepare(&img, &cfg, Some(1)));
         let differs = (2..20).any(|s| prepare(&img, &cfg, Some(s)) != a);

@@ -50,11 +50,8 @@ fn scalar_f64(s: PolarsResult<Scalar>) -> Result<f64> {
 pub fn compute(dataset: &CaptionDataset) -> Result<DatasetStats> {
     // One row per caption: split, image id, length in tokens, out-of-vocabulary tokens.
     let mut train_counts: HashMap<String, usize> = HashMap::new();
-    let tokenised: Vec<(Split, &str, Vec<String>)> = dataset
-        .samples
-        .iter()
-        .flat_map(|s| s.captions.iter().map(move |c| (s.split, s.image_id.as_str(), caption_words(c))))
-        .collect();
+    let tokenised: Vec<(Split, &str, Vec<String>)> =
+        dataset.samples.iter().flat_map(|s| s.captions.iter().map(move |c| (s.split, s.image_id.as_str(), caption_words(c)))).collect();
     for (split, _, words) in &tokenised {
         if *split == Split::Train {
             for w in words {

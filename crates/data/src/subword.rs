@@ -60,8 +60,7 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
     if !path.exists() {
         return Err(DataError::invalid(path, "tokenizer file not found"));
     }
-    let tokenizer = Tokenizer::from_file(path)
-        .map_err(|e| DataError::invalid(path, format!("not a readable tokenizer.json: {e}")))?;
+    let tokenizer = Tokenizer::from_file(path).map_err(|e| DataError::invalid(path, format!("not a readable tokenizer.json: {e}")))?;
     check_special_tokens(&tokenizer, path)?;
     Ok(tokenizer)
 }
@@ -71,10 +70,7 @@ fn check_special_tokens(tokenizer: &Tokenizer, path: &Path) -> Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(DataError::invalid(
-            path,
-            format!("the tokenizer lacks the special token(s) {}; add them to its vocabulary", missing.join(" ")),
-        ))
+        Err(DataError::invalid(path, format!("the tokenizer lacks the special token(s) {}; add them to its vocabulary", missing.join(" "))))
     }
 }
 

@@ -102,10 +102,9 @@ impl SynthConfig {
                 self.image_size
             ));
         }
-        for (option, key, value) in [
-            ("--val-fraction", "val_fraction", self.val_fraction),
-            ("--test-fraction", "test_fraction", self.test_fraction),
-        ] {
+        for (option, key, value) in
+            [("--val-fraction", "val_fraction", self.val_fraction), ("--test-fraction", "test_fraction", self.test_fraction)]
+        {
             // Written so that NaN fails too.
             if !(0.0..1.0).contains(&value) {
                 return bad(format!("{option} (`data.synthetic.{key}`) is {value}; it is a fraction in [0, 1)"));
@@ -461,10 +460,7 @@ fn sample_shape(rng: &mut SplitMix64, centre: [f64; 2], earlier: &[Shape]) -> Sh
         let model = &earlier[rng.below(earlier.len() as u64) as usize];
         (model.kind, model.colour)
     } else {
-        (
-            ShapeKind::ALL[rng.below(ShapeKind::ALL.len() as u64) as usize],
-            Colour::ALL[rng.below(Colour::ALL.len() as u64) as usize],
-        )
+        (ShapeKind::ALL[rng.below(ShapeKind::ALL.len() as u64) as usize], Colour::ALL[rng.below(Colour::ALL.len() as u64) as usize])
     };
     let size = if rng.below(2) == 0 { Size::Small } else { Size::Large };
     let rgb = colour.rgb().map(|c| (c as i32 + rng.below(25) as i32 - 12).clamp(0, 255) as u8);
@@ -496,11 +492,9 @@ impl Outline {
                 let h = 0.42 * e;
                 Outline::Polygon(vec![[cx - h, cy - h], [cx + h, cy - h], [cx + h, cy + h], [cx - h, cy + h]])
             }
-            ShapeKind::Triangle => Outline::Polygon(vec![
-                [cx, cy - 0.45 * e],
-                [cx + 0.5 * e, cy + 0.45 * e],
-                [cx - 0.5 * e, cy + 0.45 * e],
-            ]),
+            ShapeKind::Triangle => {
+                Outline::Polygon(vec![[cx, cy - 0.45 * e], [cx + 0.5 * e, cy + 0.45 * e], [cx - 0.5 * e, cy + 0.45 * e]])
+            }
             ShapeKind::Star => {
                 // Five points, the first straight up; inner radius half the outer one.
                 let outer = 0.5 * e;
@@ -520,10 +514,11 @@ impl Outline {
     fn bounds(&self) -> [f64; 4] {
         match self {
             Outline::Disc { centre: [cx, cy], radius } => [cx - radius, cy - radius, cx + radius, cy + radius],
-            Outline::Polygon(points) => points.iter().fold(
-                [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY],
-                |[x0, y0, x1, y1], &[x, y]| [x0.min(x), y0.min(y), x1.max(x), y1.max(y)],
-            ),
+            Outline::Polygon(points) => {
+                points.iter().fold([f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY], |[x0, y0, x1, y1], &[x, y]| {
+                    [x0.min(x), y0.min(y), x1.max(x), y1.max(y)]
+                })
+            }
         }
     }
 
@@ -796,11 +791,7 @@ impl Manifest {
     fn summary(&self, out_dir: &Path, reused: bool) -> SynthSummary {
         SynthSummary {
             out_dir: out_dir.to_path_buf(),
-            images_per_split: [
-                (Split::Train, self.images.train),
-                (Split::Val, self.images.val),
-                (Split::Test, self.images.test),
-            ],
+            images_per_split: [(Split::Train, self.images.train), (Split::Val, self.images.val), (Split::Test, self.images.test)],
             captions: self.captions,
             vocabulary: self.vocabulary,
             reused,
@@ -829,8 +820,7 @@ fn prepare_out_dir(out_dir: &Path, config: &SynthConfig, overwrite: bool) -> Res
         return Ok(None);
     }
     // An unreadable synth.json counts as none: the dataset it stood for is incomplete or foreign.
-    let previous: Option<Manifest> =
-        std::fs::read(out_dir.join(MANIFEST_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let previous: Option<Manifest> = std::fs::read(out_dir.join(MANIFEST_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
     match previous {
         Some(manifest) if manifest.generator_version == GENERATOR_VERSION && manifest.parameters.same_as(config) => {
             Ok(Some(manifest.summary(out_dir, true)))
@@ -931,13 +921,7 @@ fn coco_file(config: &SynthConfig, split: Split, samples: &[(Split, Vec<String>)
             continue;
         }
         let id = index as u64 + 1;
-        images.push(CocoImage {
-            id,
-            file_name: image_file_name(id),
-            width: config.image_size,
-            height: config.image_size,
-            license: 1,
-        });
+        images.push(CocoImage { id, file_name: image_file_name(id), width: config.image_size, height: config.image_size, license: 1 });
         for (k, caption) in captions.iter().enumerate() {
             annotations.push(CocoAnnotation {
                 id: index as u64 * CAPTIONS_PER_IMAGE as u64 + k as u64 + 1,
@@ -1100,10 +1084,7 @@ mod tests {
                 let words: Vec<&str> = caption_words(caption).collect();
                 for shape in &shapes {
                     assert!(words.contains(&shape.colour.name()), "{caption:?} misses {shape:?}");
-                    assert!(
-                        words.contains(&shape.kind.noun()) || words.contains(&shape.kind.plural()),
-                        "{caption:?} misses {shape:?}"
-                    );
+                    assert!(words.contains(&shape.kind.noun()) || words.contains(&shape.kind.plural()), "{caption:?} misses {shape:?}");
                 }
                 for size in [Size::Small, Size::Large] {
                     if words.contains(&size.name()) {
@@ -1151,11 +1132,7 @@ mod tests {
             };
             if shapes.iter().enumerate().any(|(i, s)| shapes[..i].iter().any(|t| t.looks_like(s))) {
                 repeats_seen += 1;
-                assert!(
-                    captions[0].starts_with("two ")
-                        || captions[0].contains(" two ")
-                        || captions[0].starts_with("three ")
-                );
+                assert!(captions[0].starts_with("two ") || captions[0].contains(" two ") || captions[0].starts_with("three "));
             }
         }
         assert_eq!(layouts_seen.len(), 4);
@@ -1266,8 +1243,7 @@ mod tests {
             images_seen += images.len();
         }
         assert_eq!(images_seen, 50);
-        let manifest: Manifest =
-            serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap()).unwrap();
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap()).unwrap();
         assert_eq!(manifest.summary(dir.path(), false), summary);
         let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
         assert!(readme.contains("caption data synth --out DIR --n 50 --seed 42 --image-size 32"), "{readme}");
@@ -1313,10 +1289,7 @@ mod tests {
     #[test]
     fn command_line_regenerates_the_dataset() {
         let cfg = SynthConfig::default();
-        assert_eq!(
-            command_line(Path::new("data/shapes"), &cfg),
-            "caption data synth --out data/shapes --n 3000 --seed 42 --image-size 64"
-        );
+        assert_eq!(command_line(Path::new("data/shapes"), &cfg), "caption data synth --out data/shapes --n 3000 --seed 42 --image-size 64");
         let cfg = SynthConfig { val_fraction: 0.2, ..cfg };
         assert_eq!(
             command_line(Path::new("my data/it's"), &cfg),

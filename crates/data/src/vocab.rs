@@ -47,13 +47,7 @@ pub struct VocabConfig {
 
 impl Default for VocabConfig {
     fn default() -> Self {
-        VocabConfig {
-            kind: TokenizerKind::Words,
-            min_count: 5,
-            max_length: 16,
-            subword_vocab_size: 4000,
-            tokenizer_file: None,
-        }
+        VocabConfig { kind: TokenizerKind::Words, min_count: 5, max_length: 16, subword_vocab_size: 4000, tokenizer_file: None }
     }
 }
 
@@ -66,9 +60,7 @@ impl VocabConfig {
             return Err(DataError::Config("`data.vocab.min_count` must be at least 1".into()));
         }
         if self.kind == TokenizerKind::Pretrained && self.tokenizer_file.is_none() {
-            return Err(DataError::Config(
-                "`data.vocab.tokenizer_file` is required when `data.vocab.kind` is pretrained".into(),
-            ));
+            return Err(DataError::Config("`data.vocab.tokenizer_file` is required when `data.vocab.kind` is pretrained".into()));
         }
         if matches!(self.kind, TokenizerKind::Bpe | TokenizerKind::Wordpiece) && self.subword_vocab_size < 8 {
             return Err(DataError::Config("`data.vocab.subword_vocab_size` must be at least 8".into()));
@@ -99,10 +91,8 @@ impl Vocab {
                 *counts.entry(word).or_default() += 1;
             }
         }
-        let mut kept: Vec<(String, usize)> = counts
-            .into_iter()
-            .filter(|(w, c)| *c >= min_count && !SPECIAL_TOKENS.contains(&w.as_str()))
-            .collect();
+        let mut kept: Vec<(String, usize)> =
+            counts.into_iter().filter(|(w, c)| *c >= min_count && !SPECIAL_TOKENS.contains(&w.as_str())).collect();
         kept.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Vocab::from_words(kept.into_iter().map(|(w, _)| w))
     }
@@ -169,12 +159,9 @@ impl TextEncoder {
         config.validate()?;
         let inner = match config.kind {
             TokenizerKind::Words => Inner::Words(Vocab::build(train_captions.iter().copied(), config.min_count)),
-            TokenizerKind::Bpe | TokenizerKind::Wordpiece => Inner::Subword(Box::new(crate::subword::train(
-                config.kind,
-                config.subword_vocab_size,
-                config.min_count,
-                train_captions,
-            )?)),
+            TokenizerKind::Bpe | TokenizerKind::Wordpiece => {
+                Inner::Subword(Box::new(crate::subword::train(config.kind, config.subword_vocab_size, config.min_count, train_captions)?))
+            }
             TokenizerKind::Pretrained => {
                 let path = config.tokenizer_file.as_ref().expect("validated");
                 Inner::Subword(Box::new(crate::subword::load(path)?))
@@ -243,12 +230,7 @@ impl TextEncoder {
     /// Text of a generated sequence: stops at `<eos>`, drops `<pad>`/`<bos>`.
     pub fn decode(&self, ids: &[u32]) -> String {
         let (pad, bos, eos) = (self.pad_id(), self.bos_id(), self.eos_id());
-        let content: Vec<u32> = ids
-            .iter()
-            .copied()
-            .take_while(|&id| id != eos)
-            .filter(|&id| id != pad && id != bos)
-            .collect();
+        let content: Vec<u32> = ids.iter().copied().take_while(|&id| id != eos).filter(|&id| id != pad && id != bos).collect();
         match &self.inner {
             Inner::Words(v) => content.iter().filter_map(|&id| v.word(id)).collect::<Vec<_>>().join(" "),
             Inner::Subword(t) => t.decode(&content, true).unwrap_or_default(),

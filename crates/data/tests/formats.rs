@@ -29,7 +29,8 @@ const KARPATHY_COCO: &str = r#"{"dataset": "coco", "images": [
 fn karpathy_coco_splits_with_restval_folded_into_train() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dataset_coco.json"), KARPATHY_COCO).unwrap();
-    for f in ["val2014/COCO_val2014_000000391895.jpg", "val2014/COCO_val2014_000000522418.jpg", "train2014/COCO_train2014_000000318556.jpg"] {
+    for f in ["val2014/COCO_val2014_000000391895.jpg", "val2014/COCO_val2014_000000522418.jpg", "train2014/COCO_train2014_000000318556.jpg"]
+    {
         // PNG bytes under a .jpg name: loaders trust the content, not the extension.
         write_png(&dir.path().join("images").join(f));
     }
@@ -80,8 +81,10 @@ fn karpathy_flickr_without_filepath_uses_the_file_stem_as_id() {
 fn karpathy_unknown_split_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dataset.json");
-    std::fs::write(&path, r#"{"images": [{"filename": "a.jpg", "split": "holdout", "sentences": [{"raw": "x", "tokens": ["x"]}]}]}"#).unwrap();
-    let config = DataConfig { format: DataFormat::Karpathy, annotations: Some(path), images: Some(dir.path().into()), ..Default::default() };
+    std::fs::write(&path, r#"{"images": [{"filename": "a.jpg", "split": "holdout", "sentences": [{"raw": "x", "tokens": ["x"]}]}]}"#)
+        .unwrap();
+    let config =
+        DataConfig { format: DataFormat::Karpathy, annotations: Some(path), images: Some(dir.path().into()), ..Default::default() };
     let message = CaptionDataset::load(&config).unwrap_err().to_string();
     assert!(message.contains("dataset.json") && message.contains("images[0].split is \"holdout\""), "{message}");
 }

@@ -12,29 +12,15 @@ use caption_eval::spice::Spice;
 use caption_eval::tokenizer::tokenize_caption;
 
 fn main() {
-    let spice = Spice::locate(None).or_else(|_| {
-        Spice::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/meteor-data"))
-    });
+    let spice = Spice::locate(None).or_else(|_| Spice::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/meteor-data")));
     let spice = spice.unwrap_or_else(|e| panic!("{e}"));
     let mut captions: Vec<String> = std::env::args().skip(1).collect();
     if captions.is_empty() {
-        captions = std::io::stdin()
-            .lock()
-            .lines()
-            .map_while(Result::ok)
-            .collect();
+        captions = std::io::stdin().lock().lines().map_while(Result::ok).collect();
     }
     for caption in captions {
         let tokens = tokenize_caption(&caption);
-        let tuples: Vec<String> = spice
-            .parse(&tokens)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        println!(
-            "{tokens}\n  tags:   {}\n  tuples: {}",
-            spice.explain(&tokens),
-            tuples.join(" ")
-        );
+        let tuples: Vec<String> = spice.parse(&tokens).iter().map(ToString::to_string).collect();
+        println!("{tokens}\n  tags:   {}\n  tuples: {}", spice.explain(&tokens), tuples.join(" "));
     }
 }

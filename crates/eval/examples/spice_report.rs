@@ -73,21 +73,7 @@ fn kendall(x: &[f64], y: &[f64]) -> (f64, f64) {
 fn table(per_image: &[ImageScores], entries: &[Value], range: std::ops::Range<usize>) {
     println!(
         "{:<12} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>5} {:>5} | {:>5} {:>5}",
-        "category",
-        "n",
-        "pearson",
-        "tau_b",
-        "MAE",
-        "mean_rb",
-        "mean_sp",
-        "cand",
-        "cand_sp",
-        "ref",
-        "ref_sp",
-        "tp",
-        "tp_sp",
-        "r_c",
-        "r_r"
+        "category", "n", "pearson", "tau_b", "MAE", "mean_rb", "mean_sp", "cand", "cand_sp", "ref", "ref_sp", "tp", "tp_sp", "r_c", "r_r"
     );
     for category in Category::ALL {
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -135,89 +121,50 @@ fn table(per_image: &[ImageScores], entries: &[Value], range: std::ops::Range<us
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dump = args
-        .iter()
-        .position(|a| a == "--dump")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(0);
-    let split = args
-        .iter()
-        .position(|a| a == "--split")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse::<usize>().ok());
+    let dump = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1)).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    let split = args.iter().position(|a| a == "--split").and_then(|i| args.get(i + 1)).and_then(|n| n.parse::<usize>().ok());
     let positional: Vec<&String> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| {
-            !a.starts_with("--")
-                && (*i == 0 || !matches!(args[i - 1].as_str(), "--dump" | "--split"))
-        })
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !matches!(args[i - 1].as_str(), "--dump" | "--split")))
         .map(|(_, a)| a)
         .collect();
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let fixtures = positional
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("../shared/fixtures/metrics"));
-    let data = positional
-        .get(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target/meteor-data"));
+    let fixtures = positional.first().map(PathBuf::from).unwrap_or_else(|| workspace.join("../shared/fixtures/metrics"));
+    let data = positional.get(1).map(PathBuf::from).unwrap_or_else(|| workspace.join("target/meteor-data"));
     let start = Instant::now();
     let spice = Spice::load(&data).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("loaded synonyms in {:.2} s", start.elapsed().as_secs_f64());
 
     // (a) Real SPICE 1.0 on 500 COCO images.
-    let real: Value = serde_json::from_slice(
-        &std::fs::read(fixtures.join("spice_coco_fakecap_half.json")).expect("fixture"),
-    )
-    .expect("json");
+    let real: Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("spice_coco_fakecap_half.json")).expect("fixture")).expect("json");
     let entries = real["images"].as_array().expect("images");
     let images: Vec<TokenizedImage> = entries
         .iter()
         .map(|e| TokenizedImage {
             candidate: e["test"].as_str().unwrap().to_string(),
-            references: e["refs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap().to_string())
-                .collect(),
+            references: e["refs"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect(),
         })
         .collect();
     let start = Instant::now();
     let scores = spice.score(&images);
-    eprintln!(
-        "scored {} COCO images in {:.3} s",
-        images.len(),
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("scored {} COCO images in {:.3} s", images.len(), start.elapsed().as_secs_f64());
     let real_corpus = real["meta"]["corpus_SPICE_this_half"].as_f64().unwrap();
-    println!(
-        "COCO fakecap half (500 images): SPICE-rb corpus {:.4}, real SPICE {:.4}",
-        scores.corpus, real_corpus
-    );
+    println!("COCO fakecap half (500 images): SPICE-rb corpus {:.4}, real SPICE {:.4}", scores.corpus, real_corpus);
     table(&scores.per_image, entries, 0..entries.len());
     if let Some(k) = split.filter(|&k| k > 0 && k < entries.len()) {
         // A hold-out: tune on the first K images (fixture order), check on the rest.
         for range in [0..k, k..entries.len()] {
-            let real: Vec<f64> = entries[range.clone()]
-                .iter()
-                .map(|e| e["spice"]["All"]["f"].as_f64().unwrap())
-                .collect();
-            let ours: Vec<f64> = scores.per_image[range.clone()]
-                .iter()
-                .map(|s| s.f())
-                .collect();
+            let real: Vec<f64> = entries[range.clone()].iter().map(|e| e["spice"]["All"]["f"].as_f64().unwrap()).collect();
+            let ours: Vec<f64> = scores.per_image[range.clone()].iter().map(|s| s.f()).collect();
             println!(
                 "\nimages {}-{}: SPICE-rb corpus {:.4}, real SPICE {:.4} ({:+.4})",
                 range.start,
                 range.end - 1,
                 caption_eval::numpy_mean::numpy_mean(&ours),
                 caption_eval::numpy_mean::numpy_mean(&real),
-                caption_eval::numpy_mean::numpy_mean(&ours)
-                    - caption_eval::numpy_mean::numpy_mean(&real),
+                caption_eval::numpy_mean::numpy_mean(&ours) - caption_eval::numpy_mean::numpy_mean(&real),
             );
             table(&scores.per_image, entries, range);
         }
@@ -234,10 +181,7 @@ fn main() {
                     (c.name().to_string(), serde_json::json!([s.tp, s.fp, s.fn_]))
                 })
                 .collect();
-            out.push_str(
-                &serde_json::json!({"k": k, "cand": cand, "refs": refs, "counts": counts})
-                    .to_string(),
-            );
+            out.push_str(&serde_json::json!({"k": k, "cand": cand, "refs": refs, "counts": counts}).to_string());
             out.push('\n');
         }
         std::fs::write(&path, out).expect("write SPICE_COUNTS");
@@ -245,10 +189,7 @@ fn main() {
     if let Ok(cat) = std::env::var("SPICE_DIFF") {
         // Candidates whose tuple count in a category differs from real SPICE's.
         let (cat, side) = cat.split_once(':').unwrap_or((cat.as_str(), "cand"));
-        let category = Category::ALL
-            .into_iter()
-            .find(|c| c.name() == cat)
-            .expect("category");
+        let category = Category::ALL.into_iter().find(|c| c.name() == cat).expect("category");
         for (k, e) in entries.iter().enumerate() {
             let o = scores.per_image[k].get(category);
             let t = &e["spice"][category.name()];
@@ -258,21 +199,10 @@ fn main() {
             let ours_ref = (o.tp + o.fn_) as u64;
             let (cand, refs) = spice.graph_tuples(&images[k].candidate, &images[k].references);
             if side == "tp" && o.tp as u64 != t["tp"].as_u64().unwrap() {
-                println!(
-                    "#{k} tp {} vs {}: {} | {} || {}",
-                    o.tp,
-                    t["tp"],
-                    images[k].candidate,
-                    cand.join(" "),
-                    refs.join(" ")
-                );
+                println!("#{k} tp {} vs {}: {} | {} || {}", o.tp, t["tp"], images[k].candidate, cand.join(" "), refs.join(" "));
             }
             if side == "cand" && ours != real_cand {
-                println!(
-                    "#{k} {ours} vs {real_cand}: {} | {}",
-                    images[k].candidate,
-                    cand.join(" ")
-                );
+                println!("#{k} {ours} vs {real_cand}: {} | {}", images[k].candidate, cand.join(" "));
             }
             if side == "ref" && ours_ref != real_ref {
                 let filtered: Vec<&String> = refs
@@ -283,11 +213,7 @@ fn main() {
                         _ => t.matches(", ").count() == 1,
                     })
                     .collect();
-                println!(
-                    "#{k} {ours_ref} vs {real_ref}: {} | {:?}",
-                    images[k].references.join(" // "),
-                    filtered
-                );
+                println!("#{k} {ours_ref} vs {real_ref}: {} | {:?}", images[k].references.join(" // "), filtered);
             }
         }
     }
@@ -332,20 +258,14 @@ fn main() {
             }
         }
         by_image.truncate(5000);
-        let flat: Vec<&str> = by_image
-            .iter()
-            .flat_map(|(_, c)| c.iter().map(String::as_str))
-            .collect();
+        let flat: Vec<&str> = by_image.iter().flat_map(|(_, c)| c.iter().map(String::as_str)).collect();
         let mut tokenized = caption_eval::tokenizer::tokenize_captions(&flat).into_iter();
         let images: Vec<TokenizedImage> = by_image
             .iter()
             .map(|(_, c)| {
                 let mut all: Vec<String> = tokenized.by_ref().take(c.len()).collect();
                 let candidate = all.remove(0);
-                TokenizedImage {
-                    candidate,
-                    references: all,
-                }
+                TokenizedImage { candidate, references: all }
             })
             .collect();
         for _ in 0..3 {
@@ -361,21 +281,13 @@ fn main() {
     }
 
     // (b) Flickr8k-Expert: Kendall tau-c against the 3 expert scores (flattened).
-    let expert: Value = serde_json::from_slice(
-        &std::fs::read(fixtures.join("flickr8k_expert.json")).expect("fixture"),
-    )
-    .expect("json");
+    let expert: Value = serde_json::from_slice(&std::fs::read(fixtures.join("flickr8k_expert.json")).expect("fixture")).expect("json");
     let pairs = expert.as_array().expect("pairs");
     let images: Vec<TokenizedImage> = pairs
         .iter()
         .map(|p| TokenizedImage {
             candidate: p["cand_tok"].as_str().unwrap().to_string(),
-            references: p["refs_tok"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap().to_string())
-                .collect(),
+            references: p["refs_tok"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect(),
         })
         .collect();
     let start = Instant::now();

@@ -38,10 +38,7 @@ impl BleuStats {
     pub fn new<S: AsRef<str>>(candidate: &str, references: &[S]) -> BleuStats {
         let test = NgramCounts::new(candidate);
         let mut max_ref_counts: HashMap<&str, u32> = HashMap::new();
-        let refs: Vec<NgramCounts> = references
-            .iter()
-            .map(|r| NgramCounts::new(r.as_ref()))
-            .collect();
+        let refs: Vec<NgramCounts> = references.iter().map(|r| NgramCounts::new(r.as_ref())).collect();
         for reference in &refs {
             for entry in reference.entries() {
                 let max = max_ref_counts.entry(entry.ngram.as_str()).or_insert(0);
@@ -51,19 +48,11 @@ impl BleuStats {
         let testlen = test.word_count;
         let mut correct = [0; MAX_ORDER];
         for entry in test.entries() {
-            let clip = max_ref_counts
-                .get(entry.ngram.as_str())
-                .copied()
-                .unwrap_or(0);
+            let clip = max_ref_counts.get(entry.ngram.as_str()).copied().unwrap_or(0);
             correct[entry.order] += entry.count.min(clip) as usize;
         }
         let guess = std::array::from_fn(|k| (testlen + 1).saturating_sub(k + 1));
-        BleuStats {
-            testlen,
-            reflen: closest_length(testlen, refs.iter().map(|r| r.word_count)),
-            guess,
-            correct,
-        }
+        BleuStats { testlen, reflen: closest_length(testlen, refs.iter().map(|r| r.word_count)), guess, correct }
     }
 
     /// BLEU-1..4 from these counts, with the brevity penalty.
@@ -97,9 +86,7 @@ impl BleuStats {
 
 /// `min((abs(l - testlen), l) for l in reflens)[1]`: the closest length, the shorter on a tie.
 fn closest_length(testlen: usize, reference_lengths: impl Iterator<Item = usize>) -> usize {
-    reference_lengths
-        .min_by_key(|&l| (l.abs_diff(testlen), l))
-        .expect("BLEU needs at least one reference")
+    reference_lengths.min_by_key(|&l| (l.abs_diff(testlen), l)).expect("BLEU needs at least one reference")
 }
 
 /// BLEU scores of a set of images.
@@ -117,10 +104,7 @@ pub struct BleuScores {
 
 /// BLEU-1..4 of each image and of the corpus. Every image needs at least one reference.
 pub fn bleu(images: &[TokenizedImage]) -> BleuScores {
-    let per_image_stats: Vec<BleuStats> = images
-        .iter()
-        .map(|image| BleuStats::new(&image.candidate, &image.references))
-        .collect();
+    let per_image_stats: Vec<BleuStats> = images.iter().map(|image| BleuStats::new(&image.candidate, &image.references)).collect();
     let mut corpus_stats = BleuStats::default();
     for stats in &per_image_stats {
         corpus_stats.add(stats);

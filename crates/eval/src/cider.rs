@@ -38,9 +38,7 @@ impl DocumentFrequencies {
     /// Counts, for every n-gram of order 1 to 4, how many reference sets contain it (a set
     /// counts once however many of its references contain the n-gram). References are
     /// tokenized strings, split on whitespace.
-    pub fn from_reference_sets<R, S>(
-        reference_sets: impl IntoIterator<Item = R>,
-    ) -> DocumentFrequencies
+    pub fn from_reference_sets<R, S>(reference_sets: impl IntoIterator<Item = R>) -> DocumentFrequencies
     where
         R: AsRef<[S]>,
         S: AsRef<str>,
@@ -135,10 +133,7 @@ impl CiderD {
     /// A scorer using already counted document frequencies.
     pub fn with_document_frequencies(frequencies: DocumentFrequencies) -> CiderD {
         let log_num_documents = frequencies.log_num_documents();
-        CiderD {
-            frequencies,
-            log_num_documents,
-        }
+        CiderD { frequencies, log_num_documents }
     }
 
     /// The document frequencies in use.
@@ -147,15 +142,8 @@ impl CiderD {
     }
 
     /// CIDEr-D of one candidate against its references (tokenized strings).
-    pub fn score_candidate<S: AsRef<str>>(
-        &self,
-        candidate: &str,
-        references: &[S],
-    ) -> CiderImageScore {
-        assert!(
-            !references.is_empty(),
-            "CIDEr-D needs at least one reference"
-        );
+    pub fn score_candidate<S: AsRef<str>>(&self, candidate: &str, references: &[S]) -> CiderImageScore {
+        assert!(!references.is_empty(), "CIDEr-D needs at least one reference");
         let hypothesis = self.tf_idf(candidate);
         let mut summed = [0.0; MAX_ORDER];
         for reference in references {
@@ -167,24 +155,15 @@ impl CiderD {
         let num_references = references.len() as f64;
         // pycocoevalcap: `score_avg = np.mean(score); score_avg /= len(refs); score_avg *= 10.0`.
         let score = numpy_mean(&summed) / num_references * 10.0;
-        CiderImageScore {
-            score,
-            per_order: summed.map(|s| s / num_references * 10.0),
-            candidate_length: hypothesis.length,
-        }
+        CiderImageScore { score, per_order: summed.map(|s| s / num_references * 10.0), candidate_length: hypothesis.length }
     }
 
     /// CIDEr-D of every image and their mean.
     pub fn score(&self, images: &[TokenizedImage]) -> CiderScores {
-        let per_image: Vec<CiderImageScore> = images
-            .iter()
-            .map(|image| self.score_candidate(&image.candidate, &image.references))
-            .collect();
+        let per_image: Vec<CiderImageScore> =
+            images.iter().map(|image| self.score_candidate(&image.candidate, &image.references)).collect();
         let scores: Vec<f64> = per_image.iter().map(|s| s.score).collect();
-        CiderScores {
-            corpus: numpy_mean(&scores),
-            per_image,
-        }
+        CiderScores { corpus: numpy_mean(&scores), per_image }
     }
 
     /// pycocoevalcap's `counts2vec`.
@@ -198,9 +177,7 @@ impl CiderD {
             norms[entry.order] += weight * weight;
             weights[entry.order].push((entry.ngram.clone(), weight));
         }
-        let index = weights
-            .each_ref()
-            .map(|order| order.iter().cloned().collect::<HashMap<_, _>>());
+        let index = weights.each_ref().map(|order| order.iter().cloned().collect::<HashMap<_, _>>());
         TfIdf {
             weights,
             index,
@@ -214,10 +191,7 @@ impl CiderD {
     fn similarity(&self, hypothesis: &TfIdf, reference: &TfIdf) -> [f64; MAX_ORDER] {
         let delta = hypothesis.length as f64 - reference.length as f64;
         // `np.e ** (-(delta ** 2) / (2 * sigma ** 2))`: Python's float power, C `pow`.
-        let length_penalty = python_float::pow(
-            std::f64::consts::E,
-            -(delta * delta) / (2.0 * SIGMA * SIGMA),
-        );
+        let length_penalty = python_float::pow(std::f64::consts::E, -(delta * delta) / (2.0 * SIGMA * SIGMA));
         std::array::from_fn(|order| {
             let mut value = 0.0;
             for (ngram, hyp_weight) in &hypothesis.weights[order] {
@@ -243,10 +217,7 @@ mod tests {
     use super::*;
 
     fn image(candidate: &str, references: &[&str]) -> TokenizedImage {
-        TokenizedImage {
-            candidate: candidate.into(),
-            references: references.iter().map(|r| r.to_string()).collect(),
-        }
+        TokenizedImage { candidate: candidate.into(), references: references.iter().map(|r| r.to_string()).collect() }
     }
 
     #[test]
@@ -258,10 +229,7 @@ mod tests {
 
     #[test]
     fn empty_candidate_scores_zero() {
-        let scores = cider_d(&[
-            image("", &["a dog runs"]),
-            image("a cat", &["a cat sleeps"]),
-        ]);
+        let scores = cider_d(&[image("", &["a dog runs"]), image("a cat", &["a cat sleeps"])]);
         assert_eq!(scores.per_image[0].score, 0.0);
         assert_eq!(scores.per_image[0].candidate_length, 0);
         assert!(scores.per_image[1].score > 0.0);
@@ -269,8 +237,7 @@ mod tests {
 
     #[test]
     fn document_frequency_counts_each_reference_set_once() {
-        let df =
-            DocumentFrequencies::from_reference_sets([vec!["a dog", "a dog runs"], vec!["a cat"]]);
+        let df = DocumentFrequencies::from_reference_sets([vec!["a dog", "a dog runs"], vec!["a cat"]]);
         assert_eq!(df.num_documents(), 2);
         assert_eq!(df.document_frequency("a"), 2);
         assert_eq!(df.document_frequency("dog"), 1);
@@ -280,11 +247,7 @@ mod tests {
 
     #[test]
     fn corpus_frequencies_score_any_pair() {
-        let scorer = CiderD::with_corpus_df([
-            vec!["a dog runs on the grass"],
-            vec!["a cat sleeps on a sofa"],
-            vec!["two men ride horses"],
-        ]);
+        let scorer = CiderD::with_corpus_df([vec!["a dog runs on the grass"], vec!["a cat sleeps on a sofa"], vec!["two men ride horses"]]);
         let same = scorer.score_candidate("a dog runs on the grass", &["a dog runs on the grass"]);
         let different = scorer.score_candidate("two men ride horses", &["a dog runs on the grass"]);
         assert!(same.score > 1.0);

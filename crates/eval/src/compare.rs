@@ -81,14 +81,10 @@ pub fn compare_metric(
             }
         }
     };
-    let mut resampled: Vec<f64> = (0..options.bootstrap_resamples)
-        .map(|_| (0..n).map(|_| deltas[below(n)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut resampled: Vec<f64> =
+        (0..options.bootstrap_resamples).map(|_| (0..n).map(|_| deltas[below(n)]).sum::<f64>() / n as f64).collect();
     resampled.sort_by(f64::total_cmp);
-    let interval = (
-        percentile(&resampled, options.alpha / 2.0),
-        percentile(&resampled, 1.0 - options.alpha / 2.0),
-    );
+    let interval = (percentile(&resampled, options.alpha / 2.0), percentile(&resampled, 1.0 - options.alpha / 2.0));
 
     // Swapping A and B on an image flips the sign of its delta.
     let observed = difference.abs();

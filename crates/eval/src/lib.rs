@@ -17,8 +17,8 @@ pub mod compare;
 pub mod meteor;
 mod ngrams;
 pub mod numpy_mean;
-pub mod report;
 mod python_float;
+pub mod report;
 pub mod rouge;
 pub mod scorer;
 pub mod spice;
@@ -28,8 +28,8 @@ pub use caption_tokenizer as tokenizer;
 use serde::Serialize;
 
 pub use scorer::{
-    EvalError, Evaluation, ImageEvaluation, LineBreakShifts, Metric, MetricScores, Scores,
-    evaluate, evaluate_with, score_tokenized, score_tokenized_with,
+    EvalError, Evaluation, ImageEvaluation, LineBreakShifts, Metric, MetricScores, Scores, evaluate, evaluate_with, score_tokenized,
+    score_tokenized_with,
 };
 
 /// One image's captions after tokenization, as every scorer receives them: words separated by

@@ -32,11 +32,7 @@ impl NgramCounts {
     /// Counts the n-grams of `sentence`, split on whitespace like Python's `str.split()`.
     pub fn new(sentence: &str) -> NgramCounts {
         let words: Vec<&str> = split_python_whitespace(sentence).collect();
-        let mut counts = NgramCounts {
-            word_count: words.len(),
-            entries: Vec::new(),
-            index: HashMap::new(),
-        };
+        let mut counts = NgramCounts { word_count: words.len(), entries: Vec::new(), index: HashMap::new() };
         for order in 0..MAX_ORDER {
             for window in words.windows(order + 1) {
                 let ngram = window.join(" ");
@@ -44,11 +40,7 @@ impl NgramCounts {
                     Some(&at) => counts.entries[at].count += 1,
                     None => {
                         counts.index.insert(ngram.clone(), counts.entries.len());
-                        counts.entries.push(NgramEntry {
-                            ngram,
-                            order,
-                            count: 1,
-                        });
+                        counts.entries.push(NgramEntry { ngram, order, count: 1 });
                     }
                 }
             }
@@ -69,23 +61,8 @@ mod tests {
     #[test]
     fn counts_in_first_occurrence_order() {
         let counts = NgramCounts::new("a b a b");
-        let listed: Vec<(&str, u32)> = counts
-            .entries()
-            .iter()
-            .map(|e| (e.ngram.as_str(), e.count))
-            .collect();
-        assert_eq!(
-            listed,
-            [
-                ("a", 2),
-                ("b", 2),
-                ("a b", 2),
-                ("b a", 1),
-                ("a b a", 1),
-                ("b a b", 1),
-                ("a b a b", 1)
-            ]
-        );
+        let listed: Vec<(&str, u32)> = counts.entries().iter().map(|e| (e.ngram.as_str(), e.count)).collect();
+        assert_eq!(listed, [("a", 2), ("b", 2), ("a b", 2), ("b a", 1), ("a b a", 1), ("b a b", 1), ("a b a b", 1)]);
         assert_eq!(counts.word_count, 4);
     }
 

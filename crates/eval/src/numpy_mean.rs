@@ -79,9 +79,6 @@ mod tests {
     fn long_arrays_split_at_multiples_of_eight() {
         let values: Vec<f64> = (0..1000).map(|i| 1.0 / (i as f64 + 1.0)).collect();
         let split = 496; // 1000 / 2 = 500, rounded down to a multiple of 8
-        assert_eq!(
-            numpy_sum(&values),
-            pairwise_sum(&values[..split]) + pairwise_sum(&values[split..])
-        );
+        assert_eq!(numpy_sum(&values), pairwise_sum(&values[..split]) + pairwise_sum(&values[split..]));
     }
 }

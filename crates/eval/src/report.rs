@@ -157,7 +157,10 @@ fn vocabulary_use(images: &[ReportImage]) -> VocabularyUse {
 fn vocabulary_facts(images: &[ReportImage]) -> Vec<(&'static str, String)> {
     let v = vocabulary_use(images);
     vec![
-        ("distinct words", format!("model {}, references {} ({} model words appear in no reference)", v.candidate_words, v.reference_words, v.unseen)),
+        (
+            "distinct words",
+            format!("model {}, references {} ({} model words appear in no reference)", v.candidate_words, v.reference_words, v.unseen),
+        ),
         ("distinct captions", format!("{} of {}", v.distinct_captions, images.len())),
         ("mean length", format!("model {:.2}, references {:.2}", v.mean_candidate_length, v.mean_reference_length)),
         ("most used by the model", v.most_common.iter().map(|(w, c)| format!("{w} ({c})")).collect::<Vec<_>>().join(", ")),
@@ -329,7 +332,11 @@ mod tests {
     }
 
     fn header() -> ReportHeader {
-        ReportHeader { title: "Test <split>".into(), facts: vec![("checkpoint".into(), "runs/x".into())], corpus: vec![("CIDEr".into(), 1.25)] }
+        ReportHeader {
+            title: "Test <split>".into(),
+            facts: vec![("checkpoint".into(), "runs/x".into())],
+            corpus: vec![("CIDEr".into(), 1.25)],
+        }
     }
 
     #[test]

@@ -24,22 +24,13 @@ pub struct RougeScores {
 
 /// ROUGE-L of each image and their mean. Every image needs at least one reference.
 pub fn rouge_l(images: &[TokenizedImage]) -> RougeScores {
-    let per_image: Vec<f64> = images
-        .iter()
-        .map(|image| rouge_l_image(&image.candidate, &image.references))
-        .collect();
-    RougeScores {
-        corpus: numpy_mean(&per_image),
-        per_image,
-    }
+    let per_image: Vec<f64> = images.iter().map(|image| rouge_l_image(&image.candidate, &image.references)).collect();
+    RougeScores { corpus: numpy_mean(&per_image), per_image }
 }
 
 /// ROUGE-L of one candidate against its references.
 pub fn rouge_l_image<S: AsRef<str>>(candidate: &str, references: &[S]) -> f64 {
-    assert!(
-        !references.is_empty(),
-        "ROUGE-L needs at least one reference"
-    );
+    assert!(!references.is_empty(), "ROUGE-L needs at least one reference");
     let candidate_words: Vec<&str> = candidate.split(' ').collect();
     let mut best_precision = f64::NEG_INFINITY;
     let mut best_recall = f64::NEG_INFINITY;
@@ -63,11 +54,7 @@ fn longest_common_subsequence(a: &[&str], b: &[&str]) -> usize {
     let mut current = vec![0usize; b.len() + 1];
     for word_a in a {
         for (j, word_b) in b.iter().enumerate() {
-            current[j + 1] = if word_a == word_b {
-                previous[j] + 1
-            } else {
-                previous[j + 1].max(current[j])
-            };
+            current[j + 1] = if word_a == word_b { previous[j] + 1 } else { previous[j + 1].max(current[j]) };
         }
         std::mem::swap(&mut previous, &mut current);
     }
@@ -80,10 +67,7 @@ mod tests {
 
     #[test]
     fn lcs_lengths() {
-        assert_eq!(
-            longest_common_subsequence(&["a", "b", "c", "d"], &["a", "c", "d", "b"]),
-            3
-        );
+        assert_eq!(longest_common_subsequence(&["a", "b", "c", "d"], &["a", "c", "d", "b"]), 3);
         assert_eq!(longest_common_subsequence(&[], &["a"]), 0);
     }
 

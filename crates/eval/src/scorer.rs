@@ -47,17 +47,10 @@ impl Metric {
     /// reporting order (the order of the reported scores whatever the order of the
     /// request). SPICE-rb ([`Metric::Spice`]), an approximation, runs only when asked for
     /// and is reported last, where pycocoevalcap reports SPICE.
-    pub const REPORT_ORDER: [Metric; 4] =
-        [Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider];
+    pub const REPORT_ORDER: [Metric; 4] = [Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider];
 
     /// The order scores are computed and reported in.
-    const COMPUTE_ORDER: [Metric; 5] = [
-        Metric::Bleu,
-        Metric::Meteor,
-        Metric::Rouge,
-        Metric::Cider,
-        Metric::Spice,
-    ];
+    const COMPUTE_ORDER: [Metric; 5] = [Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider, Metric::Spice];
 
     /// Every score name, in reporting order (SPICE-rb last, where pycocoevalcap reports SPICE).
     pub fn all_score_names() -> impl Iterator<Item = &'static str> {
@@ -87,21 +80,15 @@ pub enum EvalError {
     DuplicateImage { image_id: String },
     #[error("image {image_id} is in the image order but has no references")]
     MissingReferences { image_id: String },
-    #[error(
-        "image {image_id} has an empty reference list; every scored image needs at least one reference"
-    )]
+    #[error("image {image_id} has an empty reference list; every scored image needs at least one reference")]
     EmptyReferences { image_id: String },
     #[error("image {image_id} is in the image order but has no candidate caption")]
     MissingCandidate { image_id: String },
     #[error("the candidate for image {image_id} has no references to be scored against")]
     CandidateWithoutReferences { image_id: String },
-    #[error(
-        "the candidate for image {image_id} has references but the image is not in the image order"
-    )]
+    #[error("the candidate for image {image_id} has references but the image is not in the image order")]
     CandidateNotInOrder { image_id: String },
-    #[error(
-        "tokenized image {index} (0-based) has no references; every scored image needs at least one"
-    )]
+    #[error("tokenized image {index} (0-based) has no references; every scored image needs at least one")]
     TokenizedImageWithoutReferences { index: usize },
     #[error(transparent)]
     MeteorUnavailable(#[from] MeteorUnavailable),
@@ -150,20 +137,13 @@ pub struct MetricScores {
 /// SPICE-rb, when requested, load their data as [`Meteor::locate`] finds it
 /// (`CAPTION_METEOR_DATA` or an installed pycocoevalcap); use [`score_tokenized_with`] to
 /// pass it loaded.
-pub fn score_tokenized(
-    images: &[TokenizedImage],
-    metrics: &[Metric],
-) -> Result<MetricScores, EvalError> {
+pub fn score_tokenized(images: &[TokenizedImage], metrics: &[Metric]) -> Result<MetricScores, EvalError> {
     score_tokenized_with(images, metrics, None)
 }
 
 /// [`score_tokenized`] with METEOR's data already loaded (`None`: located when METEOR or
 /// SPICE-rb is requested; SPICE-rb uses METEOR's WordNet synonyms).
-pub fn score_tokenized_with(
-    images: &[TokenizedImage],
-    metrics: &[Metric],
-    meteor: Option<&Meteor>,
-) -> Result<MetricScores, EvalError> {
+pub fn score_tokenized_with(images: &[TokenizedImage], metrics: &[Metric], meteor: Option<&Meteor>) -> Result<MetricScores, EvalError> {
     if metrics.is_empty() {
         return Err(EvalError::NoMetrics);
     }
@@ -192,10 +172,7 @@ pub fn score_tokenized_with(
     } else {
         None
     };
-    for metric in Metric::COMPUTE_ORDER
-        .into_iter()
-        .filter(|m| metrics.contains(m))
-    {
+    for metric in Metric::COMPUTE_ORDER.into_iter().filter(|m| metrics.contains(m)) {
         match metric {
             Metric::Bleu => {
                 let scores = bleu(images);
@@ -208,9 +185,7 @@ pub fn score_tokenized_with(
                 }
             }
             Metric::Meteor => {
-                let scores = meteor
-                    .expect("METEOR is loaded when requested")
-                    .score(images);
+                let scores = meteor.expect("METEOR is loaded when requested").score(images);
                 corpus.push("METEOR", scores.corpus);
                 for (image, &value) in per_image.iter_mut().zip(&scores.per_image) {
                     image.push("METEOR", value);
@@ -231,10 +206,7 @@ pub fn score_tokenized_with(
                 }
             }
             Metric::Spice => {
-                let scores = spice
-                    .as_ref()
-                    .expect("SPICE-rb is loaded when requested")
-                    .score(images);
+                let scores = spice.as_ref().expect("SPICE-rb is loaded when requested").score(images);
                 corpus.push(crate::spice::SCORE_NAME, scores.corpus);
                 for (image, value) in per_image.iter_mut().zip(&scores.per_image) {
                     image.push(crate::spice::SCORE_NAME, value.f());
@@ -319,9 +291,7 @@ where
     let mut in_order = HashSet::with_capacity(image_ids.len());
     for id in image_ids {
         if !in_order.insert(id) {
-            return Err(EvalError::DuplicateImage {
-                image_id: id.to_string(),
-            });
+            return Err(EvalError::DuplicateImage { image_id: id.to_string() });
         }
     }
     // Report the smallest offending id so that the error does not depend on hash order.
@@ -329,13 +299,9 @@ where
         .keys()
         .filter_map(|id| {
             if !references.contains_key(id) {
-                Some(EvalError::CandidateWithoutReferences {
-                    image_id: id.to_string(),
-                })
+                Some(EvalError::CandidateWithoutReferences { image_id: id.to_string() })
             } else if !in_order.contains(id) {
-                Some(EvalError::CandidateNotInOrder {
-                    image_id: id.to_string(),
-                })
+                Some(EvalError::CandidateNotInOrder { image_id: id.to_string() })
             } else {
                 None
             }
@@ -347,44 +313,26 @@ where
     let mut raw_references: Vec<&[String]> = Vec::with_capacity(image_ids.len());
     let mut raw_candidates: Vec<&str> = Vec::with_capacity(image_ids.len());
     for id in image_ids {
-        let refs = references
-            .get(id)
-            .ok_or_else(|| EvalError::MissingReferences {
-                image_id: id.to_string(),
-            })?;
+        let refs = references.get(id).ok_or_else(|| EvalError::MissingReferences { image_id: id.to_string() })?;
         if refs.is_empty() {
-            return Err(EvalError::EmptyReferences {
-                image_id: id.to_string(),
-            });
+            return Err(EvalError::EmptyReferences { image_id: id.to_string() });
         }
-        let candidate = candidates
-            .get(id)
-            .ok_or_else(|| EvalError::MissingCandidate {
-                image_id: id.to_string(),
-            })?;
+        let candidate = candidates.get(id).ok_or_else(|| EvalError::MissingCandidate { image_id: id.to_string() })?;
         raw_references.push(refs);
         raw_candidates.push(candidate);
     }
 
     // Two tokenizer runs, as pycocoevalcap: all references, then all candidates.
-    let flat_references: Vec<&str> = raw_references
-        .iter()
-        .flat_map(|refs| refs.iter().map(String::as_str))
-        .collect();
+    let flat_references: Vec<&str> = raw_references.iter().flat_map(|refs| refs.iter().map(String::as_str)).collect();
     let mut tokenized_references = tokenize_captions(&flat_references).into_iter();
     let tokenized_candidates = tokenize_captions(&raw_candidates);
     let images: Vec<TokenizedImage> = raw_references
         .iter()
         .zip(tokenized_candidates)
-        .map(|(refs, candidate)| TokenizedImage {
-            candidate,
-            references: tokenized_references.by_ref().take(refs.len()).collect(),
-        })
+        .map(|(refs, candidate)| TokenizedImage { candidate, references: tokenized_references.by_ref().take(refs.len()).collect() })
         .collect();
-    let line_break_shifts = LineBreakShifts {
-        references: count_extra_line_breaks(&flat_references),
-        candidates: count_extra_line_breaks(&raw_candidates),
-    };
+    let line_break_shifts =
+        LineBreakShifts { references: count_extra_line_breaks(&flat_references), candidates: count_extra_line_breaks(&raw_candidates) };
 
     let scores = score_tokenized_with(&images, metrics, meteor)?;
     let images = image_ids
@@ -398,11 +346,7 @@ where
             scores,
         })
         .collect();
-    Ok(Evaluation {
-        corpus: scores.corpus,
-        images,
-        line_break_shifts,
-    })
+    Ok(Evaluation { corpus: scores.corpus, images, line_break_shifts })
 }
 
 #[cfg(test)]
@@ -410,10 +354,7 @@ mod tests {
     use super::*;
 
     fn refs(entries: &[(u32, &[&str])]) -> HashMap<u32, Vec<String>> {
-        entries
-            .iter()
-            .map(|(id, r)| (*id, r.iter().map(|s| s.to_string()).collect()))
-            .collect()
+        entries.iter().map(|(id, r)| (*id, r.iter().map(|s| s.to_string()).collect())).collect()
     }
 
     fn cands(entries: &[(u32, &str)]) -> HashMap<u32, String> {
@@ -428,22 +369,13 @@ mod tests {
 
     #[test]
     fn scores_raw_captions_with_pycocoevalcap_names() {
-        let references = refs(&[
-            (1, &["A dog runs on the grass.", "A brown dog running."]),
-            (2, &["Two cats sleep."]),
-        ]);
+        let references = refs(&[(1, &["A dog runs on the grass.", "A brown dog running."]), (2, &["Two cats sleep."])]);
         let candidates = cands(&[(1, "A dog running on grass!"), (2, "A cat is sleeping.")]);
         let evaluation = evaluate(&[1, 2], &references, &candidates, &Metric::ALL).unwrap();
         let names: Vec<&str> = evaluation.corpus.iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            names,
-            ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"]
-        );
+        assert_eq!(names, ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"]);
         assert_eq!(evaluation.images[0].candidate, "a dog running on grass");
-        assert_eq!(
-            evaluation.images[0].references,
-            ["a dog runs on the grass", "a brown dog running"]
-        );
+        assert_eq!(evaluation.images[0].references, ["a dog runs on the grass", "a brown dog running"]);
         assert_eq!(evaluation.line_break_shifts, LineBreakShifts::default());
         let json = serde_json::to_value(&evaluation).unwrap();
         assert!(json["corpus"]["CIDEr"].is_number());
@@ -454,13 +386,7 @@ mod tests {
     fn only_requested_metrics_in_canonical_order() {
         let references = refs(&[(1, &["a dog"]), (2, &["a cat"])]);
         let candidates = cands(&[(1, "a dog"), (2, "a cat")]);
-        let evaluation = evaluate(
-            &[2, 1],
-            &references,
-            &candidates,
-            &[Metric::Cider, Metric::Rouge, Metric::Cider],
-        )
-        .unwrap();
+        let evaluation = evaluate(&[2, 1], &references, &candidates, &[Metric::Cider, Metric::Rouge, Metric::Cider]).unwrap();
         let names: Vec<&str> = evaluation.corpus.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["ROUGE_L", "CIDEr"]);
         assert_eq!(evaluation.images[0].image_id, 2);
@@ -471,98 +397,29 @@ mod tests {
     #[test]
     fn readable_errors() {
         let references = refs(&[(1, &["a dog"]), (2, &[])]);
-        let err = evaluate(
-            &[1],
-            &references,
-            &cands(&[(1, "x"), (3, "y")]),
-            &Metric::ALL,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            EvalError::CandidateWithoutReferences {
-                image_id: "3".into()
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "the candidate for image 3 has no references to be scored against"
-        );
-        let err = evaluate(
-            &[1, 2],
-            &references,
-            &cands(&[(1, "x"), (2, "y")]),
-            &Metric::ALL,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            EvalError::EmptyReferences {
-                image_id: "2".into()
-            }
-        );
-        let err = evaluate(
-            &[1],
-            &references,
-            &cands(&[(1, "x"), (2, "y")]),
-            &Metric::ALL,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            EvalError::CandidateNotInOrder {
-                image_id: "2".into()
-            }
-        );
+        let err = evaluate(&[1], &references, &cands(&[(1, "x"), (3, "y")]), &Metric::ALL).unwrap_err();
+        assert_eq!(err, EvalError::CandidateWithoutReferences { image_id: "3".into() });
+        assert_eq!(err.to_string(), "the candidate for image 3 has no references to be scored against");
+        let err = evaluate(&[1, 2], &references, &cands(&[(1, "x"), (2, "y")]), &Metric::ALL).unwrap_err();
+        assert_eq!(err, EvalError::EmptyReferences { image_id: "2".into() });
+        let err = evaluate(&[1], &references, &cands(&[(1, "x"), (2, "y")]), &Metric::ALL).unwrap_err();
+        assert_eq!(err, EvalError::CandidateNotInOrder { image_id: "2".into() });
         let err = evaluate(&[1, 4], &references, &cands(&[(1, "x")]), &Metric::ALL).unwrap_err();
-        assert_eq!(
-            err,
-            EvalError::MissingReferences {
-                image_id: "4".into()
-            }
-        );
+        assert_eq!(err, EvalError::MissingReferences { image_id: "4".into() });
         let err = evaluate(&[1], &references, &cands(&[]), &Metric::ALL).unwrap_err();
-        assert_eq!(
-            err,
-            EvalError::MissingCandidate {
-                image_id: "1".into()
-            }
-        );
+        assert_eq!(err, EvalError::MissingCandidate { image_id: "1".into() });
         let err = evaluate(&[1, 1], &references, &cands(&[(1, "x")]), &Metric::ALL).unwrap_err();
-        assert_eq!(
-            err,
-            EvalError::DuplicateImage {
-                image_id: "1".into()
-            }
-        );
-        assert_eq!(
-            evaluate::<u32, _, _>(&[], &references, &cands(&[]), &Metric::ALL).unwrap_err(),
-            EvalError::NoImages
-        );
-        assert_eq!(
-            evaluate(&[1], &references, &cands(&[(1, "x")]), &[]).unwrap_err(),
-            EvalError::NoMetrics
-        );
-        let images = [TokenizedImage {
-            candidate: "x".into(),
-            references: vec![],
-        }];
-        assert_eq!(
-            score_tokenized(&images, &Metric::ALL).unwrap_err(),
-            EvalError::TokenizedImageWithoutReferences { index: 0 }
-        );
+        assert_eq!(err, EvalError::DuplicateImage { image_id: "1".into() });
+        assert_eq!(evaluate::<u32, _, _>(&[], &references, &cands(&[]), &Metric::ALL).unwrap_err(), EvalError::NoImages);
+        assert_eq!(evaluate(&[1], &references, &cands(&[(1, "x")]), &[]).unwrap_err(), EvalError::NoMetrics);
+        let images = [TokenizedImage { candidate: "x".into(), references: vec![] }];
+        assert_eq!(score_tokenized(&images, &Metric::ALL).unwrap_err(), EvalError::TokenizedImageWithoutReferences { index: 0 });
     }
 
     #[test]
     fn single_image_has_zero_cider() {
         let references = refs(&[(7, &["a dog runs", "the dog is running"])]);
-        let evaluation = evaluate(
-            &[7],
-            &references,
-            &cands(&[(7, "a dog runs")]),
-            &Metric::ALL,
-        )
-        .unwrap();
+        let evaluation = evaluate(&[7], &references, &cands(&[(7, "a dog runs")]), &Metric::ALL).unwrap();
         assert_eq!(evaluation.corpus.get("CIDEr"), Some(0.0));
         assert!(evaluation.corpus.get("Bleu_1").unwrap() > 0.99);
     }
@@ -570,13 +427,7 @@ mod tests {
     #[test]
     fn empty_candidate() {
         let references = refs(&[(1, &["a dog runs"]), (2, &["a cat sleeps"])]);
-        let evaluation = evaluate(
-            &[1, 2],
-            &references,
-            &cands(&[(1, ""), (2, "a cat sleeps")]),
-            &Metric::ALL,
-        )
-        .unwrap();
+        let evaluation = evaluate(&[1, 2], &references, &cands(&[(1, ""), (2, "a cat sleeps")]), &Metric::ALL).unwrap();
         let first = &evaluation.images[0].scores;
         for name in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
             assert_eq!(first.get(name), Some(0.0), "{name}");
@@ -586,21 +437,9 @@ mod tests {
     #[test]
     fn line_breaks_shift_captions_like_pycocoevalcap() {
         let references = refs(&[(1, &["a dog\rruns", "a dog"]), (2, &["a cat"])]);
-        let evaluation = evaluate(
-            &[1, 2],
-            &references,
-            &cands(&[(1, "a dog"), (2, "a cat")]),
-            &[Metric::Rouge],
-        )
-        .unwrap();
+        let evaluation = evaluate(&[1, 2], &references, &cands(&[(1, "a dog"), (2, "a cat")]), &[Metric::Rouge]).unwrap();
         assert_eq!(evaluation.images[0].references, ["a dog", "runs"]);
         assert_eq!(evaluation.images[1].references, ["a dog"]);
-        assert_eq!(
-            evaluation.line_break_shifts,
-            LineBreakShifts {
-                references: 1,
-                candidates: 0
-            }
-        );
+        assert_eq!(evaluation.line_break_shifts, LineBreakShifts { references: 1, candidates: 0 });
     }
 }

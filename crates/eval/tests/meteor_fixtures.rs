@@ -59,8 +59,7 @@ struct Scores {
 }
 
 fn fixture(name: &str) -> Fixture {
-    serde_json::from_slice(&common::read_fixture(name))
-        .unwrap_or_else(|e| panic!("cannot parse fixture {name}: {e}"))
+    serde_json::from_slice(&common::read_fixture(name)).unwrap_or_else(|e| panic!("cannot parse fixture {name}: {e}"))
 }
 
 fn tokenized(fixture: &Fixture) -> Vec<TokenizedImage> {
@@ -69,10 +68,7 @@ fn tokenized(fixture: &Fixture) -> Vec<TokenizedImage> {
         .iter()
         .map(|id| {
             let image = &fixture.images[id];
-            TokenizedImage {
-                candidate: image.cand_tok.clone(),
-                references: image.refs_tok.clone(),
-            }
+            TokenizedImage { candidate: image.cand_tok.clone(), references: image.refs_tok.clone() }
         })
         .collect()
 }
@@ -115,17 +111,10 @@ fn meteor_matches_pycocoevalcap() {
             scores.corpus
         );
         if corpus_error > TOLERANCE {
-            failures.push(format!(
-                "{name}: corpus METEOR {} (want {corpus_want})",
-                scores.corpus
-            ));
+            failures.push(format!("{name}: corpus METEOR {} (want {corpus_want})", scores.corpus));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "METEOR differs from pycocoevalcap:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "METEOR differs from pycocoevalcap:\n{}", failures.join("\n"));
 }
 
 /// Raw captions through the whole pipeline (tokenizer runs, then METEOR next to BLEU), with
@@ -136,43 +125,21 @@ fn evaluate_reports_meteor_from_raw_captions() {
     let meteor = meteor();
     for name in common::SCORING_FIXTURES {
         let fixture = fixture(name);
-        let references: HashMap<String, Vec<String>> = fixture
-            .images
-            .iter()
-            .map(|(id, image)| (id.clone(), image.refs_raw.clone()))
-            .collect();
-        let candidates: HashMap<String, String> = fixture
-            .images
-            .iter()
-            .map(|(id, image)| (id.clone(), image.cand_raw.clone()))
-            .collect();
-        let evaluation = evaluate_with(
-            &fixture.image_ids,
-            &references,
-            &candidates,
-            &[Metric::Cider, Metric::Meteor, Metric::Bleu],
-            Some(meteor),
-        )
-        .unwrap();
+        let references: HashMap<String, Vec<String>> =
+            fixture.images.iter().map(|(id, image)| (id.clone(), image.refs_raw.clone())).collect();
+        let candidates: HashMap<String, String> = fixture.images.iter().map(|(id, image)| (id.clone(), image.cand_raw.clone())).collect();
+        let evaluation =
+            evaluate_with(&fixture.image_ids, &references, &candidates, &[Metric::Cider, Metric::Meteor, Metric::Bleu], Some(meteor))
+                .unwrap();
         let names: Vec<&str> = evaluation.corpus.iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            names,
-            ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "CIDEr"]
-        );
+        assert_eq!(names, ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "CIDEr"]);
         let got = evaluation.corpus.get("METEOR").unwrap();
         let want = fixture.corpus["METEOR"];
-        assert!(
-            (got - want).abs() <= TOLERANCE,
-            "{name}: corpus METEOR {got}, want {want}"
-        );
+        assert!((got - want).abs() <= TOLERANCE, "{name}: corpus METEOR {got}, want {want}");
         for image in &evaluation.images {
             let got = image.scores.get("METEOR").unwrap();
             let want = fixture.images[&image.image_id].scores.meteor;
-            assert!(
-                (got - want).abs() <= TOLERANCE,
-                "{name} image {}: METEOR {got}, want {want}",
-                image.image_id
-            );
+            assert!((got - want).abs() <= TOLERANCE, "{name} image {}: METEOR {got}, want {want}", image.image_id);
         }
     }
 }

@@ -29,12 +29,8 @@ const MIN_PEARSON_ALL: f64 = 0.89;
 const MAX_CORPUS_DIFFERENCE: f64 = 0.01;
 const MAX_MAE_ALL: f64 = 0.027;
 /// Measured per-category Pearson r: Object 0.937, Attribute 0.823, Relation 0.793, Color 0.908.
-const MIN_PEARSON_CATEGORY: [(Category, f64); 4] = [
-    (Category::Object, 0.92),
-    (Category::Attribute, 0.80),
-    (Category::Relation, 0.77),
-    (Category::Color, 0.88),
-];
+const MIN_PEARSON_CATEGORY: [(Category, f64); 4] =
+    [(Category::Object, 0.92), (Category::Attribute, 0.80), (Category::Relation, 0.77), (Category::Color, 0.88)];
 /// Measured: Kendall tau-c 0.4436 on Flickr8k-Expert (published SPICE: 0.449).
 const MIN_FLICKR8K_TAU_C: f64 = 0.4335;
 
@@ -66,12 +62,7 @@ fn kendall_tau_c(x: &[f64], y: &[f64]) -> f64 {
     let groups: Vec<Vec<f64>> = levels
         .iter()
         .map(|&level| {
-            let mut g: Vec<f64> = x
-                .iter()
-                .zip(y)
-                .filter(|(_, b)| **b == level)
-                .map(|(a, _)| *a)
-                .collect();
+            let mut g: Vec<f64> = x.iter().zip(y).filter(|(_, b)| **b == level).map(|(a, _)| *a).collect();
             g.sort_by(f64::total_cmp);
             g
         })
@@ -96,12 +87,7 @@ fn kendall_tau_c(x: &[f64], y: &[f64]) -> f64 {
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .expect("a list of strings")
-        .iter()
-        .map(|v| v.as_str().expect("a string").to_string())
-        .collect()
+    value.as_array().expect("a list of strings").iter().map(|v| v.as_str().expect("a string").to_string()).collect()
 }
 
 #[test]
@@ -113,10 +99,7 @@ fn kendall_tau_c_matches_scipy_on_a_small_example() {
     let tau = kendall_tau_c(&x, &y);
     assert!((tau - 33.0 / 49.0).abs() < 1e-12, "{tau}");
     // Perfect agreement with ties in both: S = 12 of 15 pairs, tau-c = 1.
-    let tau = kendall_tau_c(
-        &[1.0, 2.0, 3.0, 4.0, 5.0, 5.0],
-        &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
-    );
+    let tau = kendall_tau_c(&[1.0, 2.0, 3.0, 4.0, 5.0, 5.0], &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
     assert!((tau - 1.0).abs() < 1e-12, "{tau}");
 }
 
@@ -125,41 +108,21 @@ fn kendall_tau_c_matches_scipy_on_a_small_example() {
 fn agrees_with_real_spice_on_coco() {
     let spice = spice();
     let fixture: Value =
-        serde_json::from_slice(&common::read_fixture("spice_coco_fakecap_half.json"))
-            .expect("spice_coco_fakecap_half.json parses");
+        serde_json::from_slice(&common::read_fixture("spice_coco_fakecap_half.json")).expect("spice_coco_fakecap_half.json parses");
     let entries = fixture["images"].as_array().expect("images");
     let images: Vec<TokenizedImage> = entries
         .iter()
-        .map(|e| TokenizedImage {
-            candidate: e["test"].as_str().expect("test").to_string(),
-            references: strings(&e["refs"]),
-        })
+        .map(|e| TokenizedImage { candidate: e["test"].as_str().expect("test").to_string(), references: strings(&e["refs"]) })
         .collect();
     let scores = spice.score(&images);
-    let real_corpus = fixture["meta"]["corpus_SPICE_this_half"]
-        .as_f64()
-        .expect("corpus");
+    let real_corpus = fixture["meta"]["corpus_SPICE_this_half"].as_f64().expect("corpus");
 
     let ours: Vec<f64> = scores.per_image.iter().map(|s| s.f()).collect();
-    let real: Vec<f64> = entries
-        .iter()
-        .map(|e| e["spice"]["All"]["f"].as_f64().expect("All.f"))
-        .collect();
+    let real: Vec<f64> = entries.iter().map(|e| e["spice"]["All"]["f"].as_f64().expect("All.f")).collect();
     let r = pearson(&ours, &real);
-    let mae = ours
-        .iter()
-        .zip(&real)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f64>()
-        / ours.len() as f64;
-    eprintln!(
-        "SPICE-rb vs SPICE 1.0: r = {r:.4}, MAE = {mae:.4}, corpus {:.4} vs {real_corpus:.4}",
-        scores.corpus
-    );
-    assert!(
-        r >= MIN_PEARSON_ALL,
-        "per-image Pearson r {r} < {MIN_PEARSON_ALL}"
-    );
+    let mae = ours.iter().zip(&real).map(|(a, b)| (a - b).abs()).sum::<f64>() / ours.len() as f64;
+    eprintln!("SPICE-rb vs SPICE 1.0: r = {r:.4}, MAE = {mae:.4}, corpus {:.4} vs {real_corpus:.4}", scores.corpus);
+    assert!(r >= MIN_PEARSON_ALL, "per-image Pearson r {r} < {MIN_PEARSON_ALL}");
     assert!(mae <= MAX_MAE_ALL, "per-image MAE {mae} > {MAX_MAE_ALL}");
     let difference = (scores.corpus - real_corpus).abs();
     assert!(
@@ -186,38 +149,27 @@ fn agrees_with_real_spice_on_coco() {
 
     // The graphs have SPICE's sizes: mean candidate and merged-reference tuple counts within
     // 10% of SPICE's (5.99 and 23.40).
-    let mean =
-        |f: &dyn Fn(usize) -> f64| (0..entries.len()).map(f).sum::<f64>() / entries.len() as f64;
+    let mean = |f: &dyn Fn(usize) -> f64| (0..entries.len()).map(f).sum::<f64>() / entries.len() as f64;
     let all = |k: usize| *scores.per_image[k].get(Category::All);
     let ours_cand = mean(&|k| (all(k).tp + all(k).fp) as f64);
     let ours_ref = mean(&|k| (all(k).tp + all(k).fn_) as f64);
     let count = |k: usize, field: &str| entries[k]["spice"]["All"][field].as_f64().expect("count");
     let real_cand = mean(&|k| count(k, "tp") + count(k, "fp"));
     let real_ref = mean(&|k| count(k, "tp") + count(k, "fn"));
-    assert!(
-        (ours_cand / real_cand - 1.0).abs() < 0.1,
-        "{ours_cand} vs {real_cand}"
-    );
-    assert!(
-        (ours_ref / real_ref - 1.0).abs() < 0.1,
-        "{ours_ref} vs {real_ref}"
-    );
+    assert!((ours_cand / real_cand - 1.0).abs() < 0.1, "{ours_cand} vs {real_cand}");
+    assert!((ours_ref / real_ref - 1.0).abs() < 0.1, "{ours_ref} vs {real_ref}");
 }
 
 #[test]
 #[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
 fn flickr8k_expert_kendall_tau() {
     let spice = spice();
-    let pairs: Value = serde_json::from_slice(&common::read_fixture("flickr8k_expert.json"))
-        .expect("flickr8k_expert.json parses");
+    let pairs: Value = serde_json::from_slice(&common::read_fixture("flickr8k_expert.json")).expect("flickr8k_expert.json parses");
     let pairs = pairs.as_array().expect("pairs");
     assert_eq!(pairs.len(), 5664);
     let images: Vec<TokenizedImage> = pairs
         .iter()
-        .map(|p| TokenizedImage {
-            candidate: p["cand_tok"].as_str().expect("cand_tok").to_string(),
-            references: strings(&p["refs_tok"]),
-        })
+        .map(|p| TokenizedImage { candidate: p["cand_tok"].as_str().expect("cand_tok").to_string(), references: strings(&p["refs_tok"]) })
         .collect();
     let scores = spice.score(&images);
     // Every expert score is a data point; the pair's metric score is repeated for each.
@@ -230,119 +182,46 @@ fn flickr8k_expert_kendall_tau() {
     }
     assert_eq!(x.len(), 16992);
     let tau_c = kendall_tau_c(&x, &y);
-    eprintln!(
-        "SPICE-rb Flickr8k-Expert Kendall tau-c x100 = {:.2} (SPICE published 44.9)",
-        100.0 * tau_c
-    );
-    assert!(
-        tau_c >= MIN_FLICKR8K_TAU_C,
-        "tau-c {tau_c} < {MIN_FLICKR8K_TAU_C}"
-    );
+    eprintln!("SPICE-rb Flickr8k-Expert Kendall tau-c x100 = {:.2} (SPICE published 44.9)", 100.0 * tau_c);
+    assert!(tau_c >= MIN_FLICKR8K_TAU_C, "tau-c {tau_c} < {MIN_FLICKR8K_TAU_C}");
 }
 
 fn tuples(spice: &Spice, caption: &str) -> BTreeSet<String> {
-    spice
-        .parse(caption)
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    spice.parse(caption).iter().map(ToString::to_string).collect()
 }
 
 #[test]
 fn parser_extracts_scene_graph_tuples() {
     let spice = spice();
     let cases: &[(&str, &[&str])] = &[
-        (
-            "a man riding a horse",
-            &["(man)", "(horse)", "(man, ride, horse)"],
-        ),
-        (
-            "a cat sitting in a chair",
-            &["(cat)", "(chair)", "(cat, sit in, chair)"],
-        ),
-        (
-            "two dogs play in the grass",
-            &["(dog)", "(dog, two)", "(grass)", "(dog, play in, grass)"],
-        ),
-        (
-            "the dog is on the couch",
-            &["(dog)", "(couch)", "(dog, on, couch)"],
-        ),
+        ("a man riding a horse", &["(man)", "(horse)", "(man, ride, horse)"]),
+        ("a cat sitting in a chair", &["(cat)", "(chair)", "(cat, sit in, chair)"]),
+        ("two dogs play in the grass", &["(dog)", "(dog, two)", "(grass)", "(dog, play in, grass)"]),
+        ("the dog is on the couch", &["(dog)", "(couch)", "(dog, on, couch)"]),
         ("a woman is smiling", &["(woman)", "(woman, smile)"]),
         ("the man is tall", &["(man)", "(man, tall)"]),
         (
             "a red bus parked next to a tall building",
-            &[
-                "(bus)",
-                "(bus, red)",
-                "(building)",
-                "(building, tall)",
-                "(bus, park next to, building)",
-            ],
+            &["(bus)", "(bus, red)", "(building)", "(building, tall)", "(bus, park next to, building)"],
         ),
         (
             "a man in front of a building",
             // `front` is a noun inside `in front of`: SPICE keeps it as an object.
-            &[
-                "(man)",
-                "(building)",
-                "(front)",
-                "(man, in front of, building)",
-            ],
+            &["(man)", "(building)", "(front)", "(man, in front of, building)"],
         ),
-        (
-            "a tennis player holding a racket",
-            &[
-                "(player)",
-                "(player, tennis)",
-                "(racket)",
-                "(player, hold, racket)",
-            ],
-        ),
-        (
-            "the man 's hat is black",
-            &["(man)", "(hat)", "(man, have, hat)", "(hat, black)"],
-        ),
-        (
-            "a ball is kicked by a boy",
-            &["(ball)", "(boy)", "(boy, kick, ball)"],
-        ),
-        (
-            "a couple of dogs running on the beach",
-            &[
-                "(couple)",
-                "(dog)",
-                "(dog, a couple of)",
-                "(beach)",
-                "(dog, run on, beach)",
-            ],
-        ),
+        ("a tennis player holding a racket", &["(player)", "(player, tennis)", "(racket)", "(player, hold, racket)"]),
+        ("the man 's hat is black", &["(man)", "(hat)", "(man, have, hat)", "(hat, black)"]),
+        ("a ball is kicked by a boy", &["(ball)", "(boy)", "(boy, kick, ball)"]),
+        ("a couple of dogs running on the beach", &["(couple)", "(dog)", "(dog, a couple of)", "(beach)", "(dog, run on, beach)"]),
         (
             "a group of people standing around a table with food",
-            &[
-                "(group)",
-                "(people)",
-                "(table)",
-                "(food)",
-                "(group, of, people)",
-                "(group, stand around, table)",
-                "(table, with, food)",
-            ],
+            &["(group)", "(people)", "(table)", "(food)", "(group, of, people)", "(group, stand around, table)", "(table, with, food)"],
         ),
         (
             "a man and a woman walk down the street",
-            &[
-                "(man)",
-                "(woman)",
-                "(street)",
-                "(man, walk down, street)",
-                "(woman, walk down, street)",
-            ],
+            &["(man)", "(woman)", "(street)", "(man, walk down, street)", "(woman, walk down, street)"],
         ),
-        (
-            "there is a dog on the bed",
-            &["(dog)", "(bed)", "(dog, on, bed)"],
-        ),
+        ("there is a dog on the bed", &["(dog)", "(bed)", "(dog, on, bed)"]),
         (
             "a bathroom with a toilet a sink and a mirror",
             &[
@@ -355,105 +234,36 @@ fn parser_extracts_scene_graph_tuples() {
                 "(bathroom, with, mirror)",
             ],
         ),
-        (
-            "a young boy that is holding a bat",
-            &["(boy)", "(boy, young)", "(bat)", "(boy, hold, bat)"],
-        ),
-        (
-            "a man is picking up a frisbee",
-            &["(man)", "(frisbee)", "(man, pick up, frisbee)"],
-        ),
+        ("a young boy that is holding a bat", &["(boy)", "(boy, young)", "(bat)", "(boy, hold, bat)"]),
+        ("a man is picking up a frisbee", &["(man)", "(frisbee)", "(man, pick up, frisbee)"]),
         (
             "a black and white dog sitting on top of a wall",
-            &[
-                "(dog)",
-                "(dog, black)",
-                "(dog, white)",
-                "(wall)",
-                "(top)",
-                "(dog, sit on top of, wall)",
-            ],
+            &["(dog)", "(dog, black)", "(dog, white)", "(wall)", "(top)", "(dog, sit on top of, wall)"],
         ),
         // A caption that opens with a bare noun phrase and a participle: no relation from the
         // participle, nor from a later one whose subject would come through its object.
-        (
-            "black and white dog sitting on top of a wall",
-            &["(dog)", "(dog, black)", "(dog, white)", "(wall)", "(top)"],
-        ),
-        (
-            "woman swinging a tennis racket holding a ball",
-            &["(woman)", "(racket)", "(racket, tennis)", "(ball)"],
-        ),
+        ("black and white dog sitting on top of a wall", &["(dog)", "(dog, black)", "(dog, white)", "(wall)", "(top)"]),
+        ("woman swinging a tennis racket holding a ball", &["(woman)", "(racket)", "(racket, tennis)", "(ball)"]),
         // ... but `group of ...`, `... is ...` and `... that is ...` keep it.
-        (
-            "group of people sitting at a table",
-            &[
-                "(group)",
-                "(people)",
-                "(table)",
-                "(group, of, people)",
-                "(group, sit at, table)",
-            ],
-        ),
-        (
-            "plane that is sitting on a runway",
-            &["(plane)", "(runway)", "(plane, sit on, runway)"],
-        ),
+        ("group of people sitting at a table", &["(group)", "(people)", "(table)", "(group, of, people)", "(group, sit at, table)"]),
+        ("plane that is sitting on a runway", &["(plane)", "(runway)", "(plane, sit on, runway)"]),
         // `standing` right after a bare opening phrase heads it.
         (
             "brown bear standing in front of a tree",
-            &[
-                "(standing)",
-                "(standing, brown)",
-                "(standing, bear)",
-                "(front)",
-                "(tree)",
-                "(standing, in front of, tree)",
-            ],
+            &["(standing)", "(standing, brown)", "(standing, bear)", "(front)", "(tree)", "(standing, in front of, tree)"],
         ),
-        (
-            "a brown bear standing in front of a tree",
-            &[
-                "(bear)",
-                "(bear, brown)",
-                "(front)",
-                "(tree)",
-                "(bear, stand in front of, tree)",
-            ],
-        ),
+        ("a brown bear standing in front of a tree", &["(bear)", "(bear, brown)", "(front)", "(tree)", "(bear, stand in front of, tree)"]),
         (
             "three men are standing together in a grassy field",
-            &[
-                "(man)",
-                "(man, three)",
-                "(field)",
-                "(field, grassy)",
-                "(man, stand in, field)",
-            ],
+            &["(man)", "(man, three)", "(field)", "(field, grassy)", "(man, stand in, field)"],
         ),
-        (
-            "a stuffed animal on a bed",
-            &[
-                "(animal)",
-                "(animal, stuffed)",
-                "(bed)",
-                "(animal, on, bed)",
-            ],
-        ),
-        (
-            "a man lying down on a bed",
-            &["(man)", "(bed)", "(man, lie down on, bed)"],
-        ),
+        ("a stuffed animal on a bed", &["(animal)", "(animal, stuffed)", "(bed)", "(animal, on, bed)"]),
+        ("a man lying down on a bed", &["(man)", "(bed)", "(man, lie down on, bed)"]),
         ("", &[]),
     ];
     for (caption, expected) in cases {
         let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            tuples(spice, caption),
-            expected,
-            "{caption:?} (tagged {})",
-            spice.explain(caption)
-        );
+        assert_eq!(tuples(spice, caption), expected, "{caption:?} (tagged {})", spice.explain(caption));
     }
 }
 

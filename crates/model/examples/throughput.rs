@@ -17,8 +17,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::{Distribution, backend::AutodiffBackend};
 use caption_model::{
-    AttentionLstmConfig, CaptionDecoder, DecoderConfig, DeviceSpec, EncoderConfig, EncoderKind, EncoderOutput,
-    TransformerDecoderConfig,
+    AttentionLstmConfig, CaptionDecoder, DecoderConfig, DeviceSpec, EncoderConfig, EncoderKind, EncoderOutput, TransformerDecoderConfig,
 };
 use std::time::Instant;
 
@@ -123,7 +122,6 @@ fn encoder_inference<B: Backend>(options: &Options, device: &B::Device) {
             "batch": options.batch, "size": options.size, "images_per_s": (options.batch * options.iters) as f64 / seconds,
         })
     );
-
 }
 
 /// Decoder training from features of the encoder's shape (7x7 grid at 224 px).

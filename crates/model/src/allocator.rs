@@ -24,9 +24,8 @@ const TRIM_THRESHOLD: libc::c_int = 1 << 30;
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let tuned_by_user = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
-            .iter()
-            .any(|name| std::env::var_os(name).is_some());
+        let tuned_by_user =
+            ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"].iter().any(|name| std::env::var_os(name).is_some());
         if tuned_by_user {
             return false;
         }

@@ -160,7 +160,12 @@ fn io_error(path: &Path, source: std::io::Error) -> CheckpointError {
 /// [`CHECKPOINT_FORMAT_VERSION`], `created` now and `writer` this crate's version, whatever
 /// `meta` held. Save the inference model (`model.valid()`) or the training one: the tensors are
 /// the same.
-pub fn save_checkpoint<B: Backend>(dir: &Path, model: &Captioner<B>, text: &TextEncoder, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+pub fn save_checkpoint<B: Backend>(
+    dir: &Path,
+    model: &Captioner<B>,
+    text: &TextEncoder,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
     let write_error = |message: String| CheckpointError::Write { path: dir.to_path_buf(), message };
     model.config().check_text_encoder(text).map_err(|m| write_error(format!("the vocabulary does not fit the model: {m}")))?;
     if dir.exists() && !is_replaceable(dir) {
@@ -262,7 +267,11 @@ pub fn read_checkpoint_info(dir: &Path) -> Result<(CaptionerConfig, CheckpointMe
 
 fn read_text(path: &Path) -> Result<String, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    String::from_utf8(bytes).map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), what: "UTF-8 text file", message: e.to_string() })
+    String::from_utf8(bytes).map_err(|e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        what: "UTF-8 text file",
+        message: e.to_string(),
+    })
 }
 
 fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
@@ -270,7 +279,8 @@ fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
     let corrupt = |message: String| CheckpointError::Corrupt { path: path.to_path_buf(), what: "checkpoint metadata file", message };
     // The version first: a future layout may change every other field.
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-    let version = value.get("format_version").and_then(serde_json::Value::as_u64).ok_or_else(|| corrupt("no `format_version` number".into()))?;
+    let version =
+        value.get("format_version").and_then(serde_json::Value::as_u64).ok_or_else(|| corrupt("no `format_version` number".into()))?;
     if version != CHECKPOINT_FORMAT_VERSION as u64 {
         return Err(CheckpointError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: CHECKPOINT_FORMAT_VERSION });
     }
@@ -279,8 +289,11 @@ fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
 
 fn read_config(path: &Path) -> Result<CaptionerConfig, CheckpointError> {
     let text = read_text(path)?;
-    let config = CaptionerConfig::from_json(&text)
-        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), what: "captioner config", message: e.to_string() })?;
+    let config = CaptionerConfig::from_json(&text).map_err(|e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        what: "captioner config",
+        message: e.to_string(),
+    })?;
     config.validate().map_err(|source| CheckpointError::Config { path: path.to_path_buf(), source })?;
     Ok(config)
 }
@@ -350,4 +363,3 @@ fn load_weights<B: Backend>(model: &mut Captioner<B>, path: &Path) -> Result<(),
         Err(CheckpointError::WeightsMismatch { path: path.to_path_buf(), details: problems.join("; ") })
     }
 }
-

@@ -70,8 +70,7 @@ use crate::decoder::{CaptionDecoder, DecoderState};
 use crate::encoder::EncoderOutput;
 
 /// ImageCaptioning.pytorch's list of words a caption should not end with (its `bad_endings`).
-pub const BAD_ENDINGS: [&str; 14] =
-    ["with", "in", "on", "of", "a", "at", "to", "for", "an", "this", "his", "her", "that", "the"];
+pub const BAD_ENDINGS: [&str; 14] = ["with", "in", "on", "of", "a", "at", "to", "for", "an", "this", "his", "her", "that", "the"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -485,8 +484,7 @@ pub fn sample_with<B: Backend, D: CaptionDecoder<B>>(
 /// Draws a token other than `banned` from one row's log-probabilities (see the module docs);
 /// `None` when no such token has a finite log-probability.
 fn draw(log_probs: &[f32], banned: &[u32], config: &SamplingConfig, rng: &mut SplitMix64) -> Option<usize> {
-    let mut order: Vec<usize> =
-        (0..log_probs.len()).filter(|&i| log_probs[i].is_finite() && !banned.contains(&(i as u32))).collect();
+    let mut order: Vec<usize> = (0..log_probs.len()).filter(|&i| log_probs[i].is_finite() && !banned.contains(&(i as u32))).collect();
     // Most likely first; ties by id, so the order (and the draw) is deterministic.
     order.sort_by(|&a, &b| log_probs[b].total_cmp(&log_probs[a]).then(a.cmp(&b)));
     if config.top_k > 0 {
@@ -659,7 +657,8 @@ pub fn beam_search_with<B: Backend, D: CaptionDecoder<B>>(
     for step in 0..max_length {
         let rows = active.len() * k;
         let slots = || beams.iter().flat_map(|image| image.iter());
-        let last: Vec<i64> = slots().map(|beam| beam.as_ref().and_then(|b| b.tokens.last()).copied().unwrap_or(tokens.bos) as i64).collect();
+        let last: Vec<i64> =
+            slots().map(|beam| beam.as_ref().and_then(|b| b.tokens.last()).copied().unwrap_or(tokens.bos) as i64).collect();
         let (log_probs, next) = decoder.step(state, int_tensor(last, &device));
         state = next;
 
@@ -823,9 +822,6 @@ mod tests {
         assert!(SamplingConfig::new(0).with_top_p(0.0).validate().is_err());
         let json = r#"{"method": "beam", "beam_size": 5, "length_penalty": {"kind": "gnmt", "alpha": 0.6}}"#;
         let strategy: DecodeStrategy = serde_json::from_str(json).unwrap();
-        assert_eq!(
-            strategy,
-            DecodeStrategy::Beam(BeamSearchConfig::new(5).with_length_penalty(LengthPenalty::Gnmt { alpha: 0.6 }))
-        );
+        assert_eq!(strategy, DecodeStrategy::Beam(BeamSearchConfig::new(5).with_length_penalty(LengthPenalty::Gnmt { alpha: 0.6 })));
     }
 }

@@ -24,8 +24,8 @@ use std::rc::Rc;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_store::{
-    ApplyError, BurnToPyTorchAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
-    PytorchStore, SafetensorsStore, TensorSnapshot,
+    ApplyError, BurnToPyTorchAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    TensorSnapshot,
 };
 
 use crate::encoder::Encoder;
@@ -265,7 +265,10 @@ fn regex_escape(text: &str) -> String {
 
 /// burn's name for a parameter under `PyTorchToBurnAdapter` -> the torchvision key it reads.
 fn torchvision_key(burn_path: &str, file_keys: &HashSet<String>) -> String {
-    let renamed = burn_path.strip_suffix(".gamma").map(|p| format!("{p}.weight")).or_else(|| burn_path.strip_suffix(".beta").map(|p| format!("{p}.bias")));
+    let renamed = burn_path
+        .strip_suffix(".gamma")
+        .map(|p| format!("{p}.weight"))
+        .or_else(|| burn_path.strip_suffix(".beta").map(|p| format!("{p}.bias")));
     match renamed {
         Some(name) if file_keys.contains(&name) || !file_keys.contains(burn_path) => name,
         _ => burn_path.to_string(),
@@ -365,7 +368,9 @@ pub fn load_encoder_weights<B: Backend>(
                 failed.insert(key.clone());
                 mismatches.push(ShapeMismatch { key, expected: expected.to_vec(), found: found.to_vec() });
             }
-            ApplyError::DTypeMismatch { path: p, .. } | ApplyError::AdapterError { path: p, .. } | ApplyError::LoadError { path: p, .. } => {
+            ApplyError::DTypeMismatch { path: p, .. }
+            | ApplyError::AdapterError { path: p, .. }
+            | ApplyError::LoadError { path: p, .. } => {
                 let key = torchvision_key(p, &file_keys);
                 failed.insert(key.clone());
                 unreadable.push((key, error.to_string()));
@@ -375,12 +380,8 @@ pub fn load_encoder_weights<B: Backend>(
     let missing: Vec<String> = result.missing.iter().map(|(p, _)| torchvision_key(p, &file_keys)).collect();
     // burn-store lists a key read under an alternative name (BatchNorm weight -> gamma) as unused
     // even though it was applied; only keys nothing took are unused.
-    let unused: Vec<String> = result
-        .unused
-        .iter()
-        .filter(|key| !applied_set.contains(key.as_str()) && !failed.contains(*key))
-        .cloned()
-        .collect();
+    let unused: Vec<String> =
+        result.unused.iter().filter(|key| !applied_set.contains(key.as_str()) && !failed.contains(*key)).cloned().collect();
     let mut ignored: Vec<String> = ignored.iter().map(TensorSnapshot::full_path).collect();
     ignored.sort();
 
@@ -403,13 +404,8 @@ pub fn load_encoder_weights<B: Backend>(
 /// `weight`/`bias`, no enum variant names), which [`load_encoder_weights`] and PyTorch's
 /// `load_state_dict(strict=False)` (it lacks `num_batches_tracked`) both read.
 pub fn save_encoder_safetensors<B: Backend>(encoder: &Encoder<B>, path: &Path) -> Result<(), WeightsError> {
-    let mut store = SafetensorsStore::from_file(path)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .skip_enum_variants(true)
-        .overwrite(true);
-    encoder
-        .save_into(&mut store)
-        .map_err(|e| WeightsError::Write { path: path.to_path_buf(), message: e.to_string() })
+    let mut store = SafetensorsStore::from_file(path).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true).overwrite(true);
+    encoder.save_into(&mut store).map_err(|e| WeightsError::Write { path: path.to_path_buf(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -458,7 +454,10 @@ mod tests {
         let err = load_encoder_weights(tiny().init::<FlexBackend>(&device).unwrap(), &path, &ImportOptions::default()).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("narrow.safetensors"), "{message}");
-        assert!(message.contains("shape mismatch: conv1.weight is [2, 3, 7, 7] in the file, the encoder expects [4, 3, 7, 7]"), "{message}");
+        assert!(
+            message.contains("shape mismatch: conv1.weight is [2, 3, 7, 7] in the file, the encoder expects [4, 3, 7, 7]"),
+            "{message}"
+        );
         let WeightsError::Incompatible(report) = err else { panic!("{message}") };
         assert!(report.mismatches.iter().any(|m| m.key == "bn1.weight"), "{report}");
     }

@@ -64,7 +64,8 @@ fn round_trip_reproduces_the_model_exactly() {
         let a = floats(original.forward(images.clone(), inputs(&text)).logits);
         let b = floats(loaded.model.forward(images.clone(), inputs(&text)).logits);
         assert_eq!(a, b, "{name}: logits differ after the round trip");
-        let strategy = DecodeStrategy::Beam(BeamSearchConfig::new(3).with_n_best(2).with_length_penalty(LengthPenalty::Gnmt { alpha: 0.6 }));
+        let strategy =
+            DecodeStrategy::Beam(BeamSearchConfig::new(3).with_n_best(2).with_length_penalty(LengthPenalty::Gnmt { alpha: 0.6 }));
         assert_eq!(original.decode(images.clone(), &strategy).unwrap(), loaded.model.decode(images, &strategy).unwrap(), "{name}");
 
         let (config, meta) = read_checkpoint_info(&dir).unwrap();
@@ -86,7 +87,8 @@ fn saving_again_replaces_the_checkpoint_and_leaves_no_temporaries() {
     let loaded = load_checkpoint::<B>(&dir, &Default::default()).unwrap();
     assert_eq!(loaded.meta.step, 240);
     assert_eq!(loaded.model.config(), second.config());
-    let entries: Vec<String> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let entries: Vec<String> =
+        std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(entries, vec!["latest".to_string()]);
 
     // A directory that is not a checkpoint is not replaced.
@@ -152,7 +154,10 @@ fn weights_of_another_shape_are_a_clear_error() {
     let message = err.to_string();
     assert!(matches!(err, CheckpointError::WeightsMismatch { .. }), "{message}");
     println!("{message}");
-    assert!(message.contains(WEIGHTS_FILE) && message.contains("init_h.weight is [64, 32] in the file, the model has [64, 48]"), "{message}");
+    assert!(
+        message.contains(WEIGHTS_FILE) && message.contains("init_h.weight is [64, 32] in the file, the model has [64, 48]"),
+        "{message}"
+    );
 
     // ... or another decoder altogether.
     let other = CaptionerConfig::for_text_encoder(tiny_encoder(), tiny_transformer(), &text);
@@ -177,7 +182,9 @@ fn unknown_versions_and_bad_json_are_clear_errors() {
 
     // A vocabulary of another size than the model's.
     let (_root, dir) = saved();
-    let bigger = TextEncoder::build(&VocabConfig { min_count: 1, ..Default::default() }, &["many more words than before in this vocabulary"]).unwrap();
+    let bigger =
+        TextEncoder::build(&VocabConfig { min_count: 1, ..Default::default() }, &["many more words than before in this vocabulary"])
+            .unwrap();
     bigger.save(&dir).unwrap();
     let err = load_error(&dir);
     assert!(matches!(err, CheckpointError::VocabMismatch { .. }) && err.to_string().contains(VOCAB_FILE), "{err}");

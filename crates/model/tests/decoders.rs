@@ -8,9 +8,9 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Distribution;
 use caption_model::decoder::{CaptionDecoder, Decoder, doubly_stochastic_penalty};
 use caption_model::decoding::{BeamSearchConfig, DecodeStrategy};
 use caption_model::encoder::EncoderOutput;
@@ -154,10 +154,8 @@ fn trailing_padding_does_not_change_earlier_logits() {
 fn doubly_stochastic_penalty_follows_its_formula() {
     let device = Default::default();
     // Two captions of two steps over three regions.
-    let alphas = Tensor::<B, 3>::from_data(
-        TensorData::new(vec![0.5f32, 0.5, 0.0, 0.2, 0.2, 0.6, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0], [2, 2, 3]),
-        &device,
-    );
+    let alphas =
+        Tensor::<B, 3>::from_data(TensorData::new(vec![0.5f32, 0.5, 0.0, 0.2, 0.2, 0.6, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0], [2, 2, 3]), &device);
     // Caption 0: Σ_t α = [0.7, 0.7, 0.6] -> 0.09 + 0.09 + 0.16 = 0.34. Caption 1: [1, 0, 1] -> 1.
     let all = doubly_stochastic_penalty(alphas.clone(), None, 2.0).into_scalar().elem::<f32>();
     assert!((all - 2.0 * (0.34 + 1.0) / 2.0).abs() < 1e-5, "{all}");
@@ -171,7 +169,8 @@ fn doubly_stochastic_penalty_follows_its_formula() {
 fn a_captioner_trains_end_to_end_and_decodes_as_an_inference_model() {
     let device = Default::default();
     for (name, decoder) in decoder_configs() {
-        let config = CaptionerConfig::new(tiny_encoder().with_finetune(caption_model::Finetune::LastStages(1)), decoder, VOCAB).with_max_length(6);
+        let config =
+            CaptionerConfig::new(tiny_encoder().with_finetune(caption_model::Finetune::LastStages(1)), decoder, VOCAB).with_max_length(6);
         let model: Captioner<AD> = config.init(&device).unwrap();
         let images = Tensor::<AD, 4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let (inputs, targets) = batch::<AD>(&device);
@@ -188,7 +187,11 @@ fn a_captioner_trains_end_to_end_and_decodes_as_an_inference_model() {
         let mut encoder_grads = WithoutGrad::<AD> { grads: &grads, path: Vec::new(), missing: Vec::new(), seen: 0 };
         model.encoder.visit(&mut encoder_grads);
         assert!(encoder_grads.missing.iter().any(|p| p.contains("conv1")), "{name}: {:?}", encoder_grads.missing);
-        assert!(!encoder_grads.missing.iter().any(|p| p.contains("layer4") && !p.contains("running")), "{name}: {:?}", encoder_grads.missing);
+        assert!(
+            !encoder_grads.missing.iter().any(|p| p.contains("layer4") && !p.contains("running")),
+            "{name}: {:?}",
+            encoder_grads.missing
+        );
 
         let inference: Captioner<B> = model.valid();
         let images = Tensor::<B, 4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);

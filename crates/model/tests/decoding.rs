@@ -261,7 +261,8 @@ fn trigram_blocking_prevents_loops() {
     let features = features::<B>(1, &device);
     let plain = decoding::beam_search(&table, &features, TOKENS, 8, &BeamSearchConfig::new(2)).unwrap();
     assert_eq!(&plain[0][0].tokens[..6], &[3, 4, 5, 3, 4, 5]);
-    let blocked = decoding::beam_search(&table, &features, TOKENS, 8, &BeamSearchConfig::new(2).with_block_repeated_trigrams(true)).unwrap();
+    let blocked =
+        decoding::beam_search(&table, &features, TOKENS, 8, &BeamSearchConfig::new(2).with_block_repeated_trigrams(true)).unwrap();
     for h in &blocked[0] {
         let trigrams: Vec<&[u32]> = h.tokens.windows(3).collect();
         let distinct: std::collections::HashSet<&[u32]> = trigrams.iter().copied().collect();

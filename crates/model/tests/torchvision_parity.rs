@@ -115,9 +115,7 @@ fn resnet_config(io: &Fixture) -> EncoderConfig {
         other => panic!("unknown block {other}"),
     };
     let layers: Vec<usize> = serde_json::from_value(config["layers"].clone()).unwrap();
-    EncoderConfig::new(network)
-        .with_layers(Some(layers.try_into().unwrap()))
-        .with_width(config["width"].as_u64().unwrap() as usize)
+    EncoderConfig::new(network).with_layers(Some(layers.try_into().unwrap())).with_width(config["width"].as_u64().unwrap() as usize)
 }
 
 fn load(config: &EncoderConfig, path: &Path) -> Result<(Encoder<B>, ImportReport), WeightsError> {

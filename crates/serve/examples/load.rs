@@ -167,7 +167,12 @@ fn main() {
     let metrics = common::get(address, "/metrics", &[]).text();
     // The mean batch size from the Prometheus histogram's sum and count.
     let value = |name: &str| -> f64 {
-        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
     };
     let mean_batch = value("caption_batch_size_sum") / value("caption_batch_size_count");
     println!(

@@ -129,7 +129,11 @@ pub(crate) enum Shape {
     Batch,
 }
 
-pub async fn caption(State(state): State<Arc<AppState>>, Extension(client): Extension<Client>, request: Request) -> Result<Response, ApiError> {
+pub async fn caption(
+    State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let model = loaded_model(&state)?;
     let upload = read_upload(&state, request, Shape::Single).await?;
     let options = resolve_options(&state, &model, &upload.options)?;
@@ -138,7 +142,8 @@ pub async fn caption(State(state): State<Arc<AppState>>, Extension(client): Exte
     let mut request_ids = record_requests(&state, &model, owner, &upload.images, &results, None).await;
     let (captions, cached) = results.into_iter().next().ok_or_else(|| ApiError::internal("no result for the image"))?;
     let request_id = request_ids.swap_remove(0);
-    Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached, request_id }).into_response())
+    Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached, request_id })
+        .into_response())
 }
 
 pub async fn caption_batch(
@@ -162,7 +167,8 @@ pub async fn caption_batch(
     let owner = client.owner.as_deref();
     let results = caption_images(&state, &model, owner, &upload.images, options).await?;
     let request_ids = record_requests(&state, &model, owner, &upload.images, &results, None).await;
-    let results = results.into_iter().zip(request_ids).map(|((captions, cached), request_id)| BatchItem { captions, cached, request_id }).collect();
+    let results =
+        results.into_iter().zip(request_ids).map(|((captions, cached), request_id)| BatchItem { captions, cached, request_id }).collect();
     Ok(Json(BatchResponse { status: "success", results, model: ModelRef::from(&model.info.version) }).into_response())
 }
 
@@ -187,7 +193,9 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
-    text.push_str("# HELP caption_serving_production Whether the loaded model is the registry's production version (0 after a failed reload).\n");
+    text.push_str(
+        "# HELP caption_serving_production Whether the loaded model is the registry's production version (0 after a failed reload).\n",
+    );
     text.push_str("# TYPE caption_serving_production gauge\n");
     text.push_str(&format!("caption_serving_production {}\n", u8::from(state.reload_failure().is_none())));
     // Job counts come from the database, so they include jobs from before a restart.
@@ -360,7 +368,9 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                 sampling: request.sampling,
             };
             match (request.image, request.image_url) {
-                (Some(image), None) => Ok(Upload { images: vec![("image".to_string(), decode_base64(&image, "image")?)], options, url: None }),
+                (Some(image), None) => {
+                    Ok(Upload { images: vec![("image".to_string(), decode_base64(&image, "image")?)], options, url: None })
+                }
                 (None, Some(url)) => Ok(Upload { images: Vec::new(), options, url: Some(url) }),
                 (Some(_), Some(_)) => Err(ApiError::unprocessable("send `image` or `image_url`, not both")),
                 (None, None) => Err(ApiError::unprocessable("missing `image` (the file in base64) or `image_url`")),
@@ -429,8 +439,11 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
             }
             "sampling" => {
                 let text = field.text().await.map_err(field_error)?;
-                let sampling = serde_json::from_str(&text)
-                    .map_err(|e| ApiError::unprocessable(format!("`sampling` is not a sampling object ({{\"temperature\", \"top_k\", \"top_p\", \"seed\"}}): {e}")))?;
+                let sampling = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::unprocessable(format!(
+                        "`sampling` is not a sampling object ({{\"temperature\", \"top_k\", \"top_p\", \"seed\"}}): {e}"
+                    ))
+                })?;
                 options.sampling = Some(sampling);
             }
             "num_captions" | "beam_size" | "max_length" => {
@@ -486,7 +499,8 @@ async fn caption_image(
         state.metrics.cache_miss();
         return Ok((decode_image(state, model, name, bytes, options).await?, false));
     }
-    let key = CacheKey { owner: owner.map(str::to_string), image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
+    let key =
+        CacheKey { owner: owner.map(str::to_string), image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
     if let Some(captions) = state.cache.get(&key) {
         state.metrics.cache_hit();
         return Ok((captions, true));

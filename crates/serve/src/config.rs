@@ -332,7 +332,9 @@ impl ServeConfig {
         }
         if self.image_url.enabled {
             if self.image_url.allowed_hosts.iter().all(|h| h.trim().is_empty()) {
-                return Err("`image_url.allowed_hosts` is empty: list the hosts images may be fetched from (or \"*\" for any public host)".into());
+                return Err(
+                    "`image_url.allowed_hosts` is empty: list the hosts images may be fetched from (or \"*\" for any public host)".into()
+                );
             }
             if self.image_url.max_bytes == 0 || self.image_url.timeout_ms == 0 {
                 return Err("`image_url.max_bytes` and `image_url.timeout_ms` must be positive".into());

@@ -3,8 +3,8 @@
 //! not fit is refused at once (503 with `Retry-After`) rather than queued, so that a burst of
 //! huge images cannot take the server's memory, while ordinary photos never come near the cap.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
 pub struct DecodeBudget {

@@ -203,7 +203,9 @@ pub fn export(store_file: &Path, out: &Path, options: &ExportOptions) -> Result<
             kept.push(correction.trim().to_string());
         }
         match (row.rating, &row.caption) {
-            (Some(rating), Some(caption)) if rating >= options.min_rating && row.correction.is_none() => kept.push(caption.trim().to_string()),
+            (Some(rating), Some(caption)) if rating >= options.min_rating && row.correction.is_none() => {
+                kept.push(caption.trim().to_string())
+            }
             (Some(_), _) if row.correction.is_none() => left_out += 1,
             _ => {}
         }
@@ -226,7 +228,14 @@ pub fn export(store_file: &Path, out: &Path, options: &ExportOptions) -> Result<
     std::fs::create_dir_all(&images_dir).map_err(|e| output(&images_dir, e.to_string()))?;
     let mut splits = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
     let mut annotation_id = 0u64;
-    let mut summary = ExportSummary { feedback_rows: rows.len(), train_images: 0, val_images: 0, captions: 0, left_out, data_yaml: out.join("data.yaml") };
+    let mut summary = ExportSummary {
+        feedback_rows: rows.len(),
+        train_images: 0,
+        val_images: 0,
+        captions: 0,
+        left_out,
+        data_yaml: out.join("data.yaml"),
+    };
     for (index, sha) in order.iter().enumerate() {
         let entry = &images[sha];
         let file_name = format!("{sha}.{}", entry.format);

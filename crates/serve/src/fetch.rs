@@ -13,8 +13,8 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::error::ApiError;
 use crate::config::ImageUrlConfig;
+use crate::error::ApiError;
 
 /// Fetches images by URL under the configured policy.
 #[derive(Debug, Clone)]
@@ -237,9 +237,29 @@ mod tests {
     #[test]
     fn only_public_unicast_addresses_are_public() {
         for private in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "224.0.0.1",
-            "255.255.255.255", "192.0.2.1", "198.18.0.1", "240.0.0.1", "::1", "::", "fc00::1", "fd12::1", "fe80::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2001:db8::1", "64:ff9b::a00:1", "2002:a00:1::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -266,7 +286,13 @@ mod tests {
         let any = super::UrlPolicy::new(&ImageUrlConfig { enabled: true, allowed_hosts: vec!["*".into()], ..Default::default() });
         let check = |url: &str| any.check(&Url::parse(url).unwrap());
         assert!(check("https://anything.example/x").is_ok());
-        for blocked in ["http://127.0.0.1/", "http://[::1]/", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1:8080/", "http://[::ffff:192.168.0.1]/"] {
+        for blocked in [
+            "http://127.0.0.1/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1:8080/",
+            "http://[::ffff:192.168.0.1]/",
+        ] {
             assert!(check(blocked).unwrap_err().contains("not a public address"), "{blocked}");
         }
     }

@@ -24,7 +24,11 @@ use crate::store::{ClaimedJob, JobRecord, JobState, new_id};
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// `POST /api/v1/jobs`: the same body as `POST /api/v1/caption`.
-pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Extension<Client>, request: Request) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    request: Request,
+) -> Result<Response, ApiError> {
     api::writable_store(&state)?;
     let upload = api::read_upload(&state, request, Shape::Single).await?;
     let (name, image) = upload.images.into_iter().next().ok_or_else(|| ApiError::unprocessable("no image in the request"))?;
@@ -69,7 +73,11 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
 }
 
 /// `GET /api/v1/jobs/{id}`. Another key's job is answered 404, as an unknown one.
-pub async fn get(State(state): State<Arc<AppState>>, Extension(client): Extension<Client>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let lookup = id.clone();
     let job = tokio::task::spawn_blocking(move || store.job(&lookup))

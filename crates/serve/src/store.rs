@@ -209,10 +209,8 @@ impl FileIdentity {
     fn of(path: &Path) -> Option<FileIdentity> {
         let metadata = std::fs::metadata(path).ok()?;
         #[cfg(unix)]
-        let identity = FileIdentity {
-            device: std::os::unix::fs::MetadataExt::dev(&metadata),
-            inode: std::os::unix::fs::MetadataExt::ino(&metadata),
-        };
+        let identity =
+            FileIdentity { device: std::os::unix::fs::MetadataExt::dev(&metadata), inode: std::os::unix::fs::MetadataExt::ino(&metadata) };
         #[cfg(not(unix))]
         let identity = {
             let _ = &metadata;
@@ -329,7 +327,8 @@ impl Store {
         wal.push("-wal");
         let bytes = file_len(&self.path) + file_len(Path::new(&wal));
         self.with(|c| {
-            let count = |table: &str| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get::<_, i64>(0)).map(|n| n as u64);
+            let count =
+                |table: &str| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get::<_, i64>(0)).map(|n| n as u64);
             Ok(StoreSize { bytes, images: count("images")?, requests: count("requests")?, jobs: count("jobs")? })
         })
     }
@@ -626,7 +625,12 @@ mod tests {
 
             store.record_requests(&[(record("r1", "img-1"), "png", b"one")], 2).unwrap();
             store
-                .add_feedback(&NewFeedback { request_id: Some("r1".into()), image_sha256: "img-1".into(), rating: Some(5), ..Default::default() })
+                .add_feedback(&NewFeedback {
+                    request_id: Some("r1".into()),
+                    image_sha256: "img-1".into(),
+                    rating: Some(5),
+                    ..Default::default()
+                })
                 .unwrap();
             store.record_requests(&[(record("r2", "img-2"), "png", b"two"), (record("r3", "img-3"), "png", b"three")], 2).unwrap();
             store.record_requests(&[(record("r4", "img-4"), "png", b"four")], 2).unwrap();
@@ -658,7 +662,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("serve.sqlite3")).unwrap();
         store.record_requests(&[(record("old", "img-old"), "png", b"old"), (record("rated", "img-rated"), "png", b"rated")], 100).unwrap();
-        store.add_feedback(&NewFeedback { request_id: Some("rated".into()), image_sha256: "img-rated".into(), rating: Some(4), ..Default::default() }).unwrap();
+        store
+            .add_feedback(&NewFeedback {
+                request_id: Some("rated".into()),
+                image_sha256: "img-rated".into(),
+                rating: Some(4),
+                ..Default::default()
+            })
+            .unwrap();
         let job = JobRecord {
             id: "job".into(),
             client: None,
@@ -706,14 +717,19 @@ mod tests {
         let path = dir.path().join("serve.sqlite3");
         {
             let c = Connection::open(&path).unwrap();
-            c.execute_batch(&SCHEMA.replace("    created_at TEXT NOT NULL,\n    client TEXT\n", "    created_at TEXT NOT NULL\n").replace(
-                "CREATE INDEX IF NOT EXISTS requests_by_image ON requests(image_sha256, client);",
-                "",
-            ))
+            c.execute_batch(
+                &SCHEMA
+                    .replace("    created_at TEXT NOT NULL,\n    client TEXT\n", "    created_at TEXT NOT NULL\n")
+                    .replace("CREATE INDEX IF NOT EXISTS requests_by_image ON requests(image_sha256, client);", ""),
+            )
             .unwrap();
-            c.execute("INSERT INTO requests (id, image_sha256, model, captions, created_at) VALUES ('r', 'img', 'm', '[]', 't')", []).unwrap();
-            c.execute("INSERT INTO jobs (id, client, state, image_sha256, options, created_at) VALUES ('j', 'alice', 'queued', 'img', '{}', 't')", [])
+            c.execute("INSERT INTO requests (id, image_sha256, model, captions, created_at) VALUES ('r', 'img', 'm', '[]', 't')", [])
                 .unwrap();
+            c.execute(
+                "INSERT INTO jobs (id, client, state, image_sha256, options, created_at) VALUES ('j', 'alice', 'queued', 'img', '{}', 't')",
+                [],
+            )
+            .unwrap();
             c.pragma_update(None, "user_version", 1).unwrap();
         }
         let store = Store::open_existing(&path).unwrap();

@@ -292,7 +292,8 @@ fn decode_group<B: Backend>(
     Ok(hypotheses
         .into_iter()
         .map(|list| {
-            let mut captions: Vec<Caption> = list.iter().map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence() }).collect();
+            let mut captions: Vec<Caption> =
+                list.iter().map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence() }).collect();
             // Draws come in drawing order; the API lists captions best first.
             if sampled {
                 captions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));

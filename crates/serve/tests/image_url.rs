@@ -78,7 +78,8 @@ fn image_urls_are_fetched_within_limits_when_enabled() {
 
     let fetched = post_json(address, "/api/v1/caption", key, &json!({"image_url": url("/red.png"), "beam_size": 1}));
     assert_eq!(fetched.status, 200, "{}", fetched.text());
-    let uploaded = post_json(address, "/api/v1/caption", key, &json!({"image": base64(&png(20, 20, [200, 10, 10])), "beam_size": 1})).json();
+    let uploaded =
+        post_json(address, "/api/v1/caption", key, &json!({"image": base64(&png(20, 20, [200, 10, 10])), "beam_size": 1})).json();
     assert_eq!(fetched.json()["captions"], uploaded["captions"], "the fetched bytes are the image");
     assert_eq!(uploaded["cached"], true, "same bytes, same cache entry");
     assert_eq!(post_json(address, "/api/v1/caption", key, &json!({"image_url": url("/hop"), "beam_size": 1})).status, 200);
@@ -114,7 +115,8 @@ fn loopback_is_refused_by_address_and_after_dns_and_fetching_is_off_by_default()
     let by_address = post_json(server.address(), "/api/v1/caption", key, &json!({"image_url": format!("http://{host}/red.png")}));
     assert_eq!(by_address.status, 422);
     assert!(by_address.error().contains("not a public address"), "{}", by_address.error());
-    let by_name = post_json(server.address(), "/api/v1/caption", key, &json!({"image_url": format!("http://localhost:{}/red.png", host.port())}));
+    let by_name =
+        post_json(server.address(), "/api/v1/caption", key, &json!({"image_url": format!("http://localhost:{}/red.png", host.port())}));
     assert_eq!(by_name.status, 422);
     assert!(by_name.error().contains("not a public address"), "{}", by_name.error());
     server.stop();

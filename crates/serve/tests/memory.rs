@@ -32,7 +32,8 @@ fn memory_stays_bounded_under_64_concurrent_worst_case_images() {
     // 6000 x 4000 = the default limit, in a file of a few tens of kilobytes.
     assert_eq!(max_pixels, 24_000_000);
     let worst = png(6000, 4000, [120, 30, 200]);
-    let bodies: Vec<String> = (0..64).map(|i| json!({"image": base64(&common::png_variant(&worst, &format!("client {i}")))}).to_string()).collect();
+    let bodies: Vec<String> =
+        (0..64).map(|i| json!({"image": base64(&common::png_variant(&worst, &format!("client {i}")))}).to_string()).collect();
     assert!(bodies[0].len() < 1 << 20, "{} bytes", bodies[0].len());
     drop(worst);
 

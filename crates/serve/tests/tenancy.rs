@@ -67,8 +67,10 @@ fn another_keys_requests_jobs_images_and_cache_are_invisible() {
         let reply = post_json(address, "/api/v1/feedback", Some(&mallory), &json!({"request_id": id, "rating": 1, "correction": "spam"}));
         assert_eq!((reply.status, reply.error()), (404, unknown.error().replace(&"0".repeat(32), id)));
     }
-    let image_unknown = post_json(address, "/api/v1/feedback", Some(&mallory), &json!({"image_sha256": "1".repeat(64), "correction": "spam"}));
-    let image_known = post_json(address, "/api/v1/feedback", Some(&mallory), &json!({"image_sha256": sha256_hex(&red), "correction": "spam"}));
+    let image_unknown =
+        post_json(address, "/api/v1/feedback", Some(&mallory), &json!({"image_sha256": "1".repeat(64), "correction": "spam"}));
+    let image_known =
+        post_json(address, "/api/v1/feedback", Some(&mallory), &json!({"image_sha256": sha256_hex(&red), "correction": "spam"}));
     assert_eq!(image_unknown.status, 404);
     assert_eq!((image_known.status, image_known.error()), (image_unknown.status, image_unknown.error()));
     let job_reply = get(address, &format!("/api/v1/jobs/{job_id}"), &[("X-API-Key", mallory.as_str())]);
@@ -84,7 +86,10 @@ fn another_keys_requests_jobs_images_and_cache_are_invisible() {
     let own = json!({"image_sha256": sha256_hex(&red), "correction": "a red tile"});
     assert_eq!(post_json(address, "/api/v1/feedback", Some(&mallory), &own).status, 201);
     // Alice still rates her own answers.
-    assert_eq!(post_json(address, "/api/v1/feedback", Some(&alice), &json!({"request_id": request_id, "correction": "a red square"})).status, 201);
+    assert_eq!(
+        post_json(address, "/api/v1/feedback", Some(&alice), &json!({"request_id": request_id, "correction": "a red square"})).status,
+        201
+    );
     server.stop();
 
     // Export: alice's correction and mallory's own; none of mallory's attempts on alice's answers.

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use caption_data::DataConfig;
+use caption_data::TextEncoder;
 use caption_model::{
     AttentionLstmConfig, BeamSearchConfig, CaptionerConfig, DecodeStrategy, DecoderConfig, DeviceSpec, EncoderConfig, EncoderKind,
     Finetune, PositionEncoding, TransformerDecoderConfig,
 };
-use caption_data::TextEncoder;
 
 use crate::scst::ScstConfig;
 use serde::{Deserialize, Serialize};
@@ -89,11 +89,7 @@ impl ModelConfig {
 
     pub fn encoder_config(&self) -> EncoderConfig {
         let e = &self.encoder;
-        EncoderConfig::new(e.network)
-            .with_layers(e.layers)
-            .with_width(e.width)
-            .with_width_mult(e.width_mult)
-            .with_finetune(e.finetune)
+        EncoderConfig::new(e.network).with_layers(e.layers).with_width(e.width).with_width_mult(e.width_mult).with_finetune(e.finetune)
     }
 
     pub fn decoder_config(&self) -> DecoderConfig {
@@ -471,9 +467,10 @@ mod tests {
         let err = serde_norway::from_str::<TrainConfig>("epochz: 3\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `epochz`"), "{err}");
 
-        let model: ModelConfig =
-            serde_norway::from_str("encoder: {layers: [1, 1, 1, 1], width: 16, finetune: all}\ndecoder: {kind: attention_lstm, hidden_size: 64}\n")
-                .unwrap();
+        let model: ModelConfig = serde_norway::from_str(
+            "encoder: {layers: [1, 1, 1, 1], width: 16, finetune: all}\ndecoder: {kind: attention_lstm, hidden_size: 64}\n",
+        )
+        .unwrap();
         assert_eq!(model.encoder.width, 16);
         let DecoderSection::AttentionLstm(lstm) = &model.decoder else { panic!("lstm expected") };
         assert_eq!((lstm.hidden_size, lstm.embedding_size), (64, 512));

@@ -51,7 +51,6 @@ impl<'a> ImageSource<'a> {
         self.cache.is_some()
     }
 
-
     /// Floats per image (`3 * size * size`).
     pub fn image_len(&self) -> usize {
         3 * self.config.size as usize * self.config.size as usize
@@ -119,11 +118,7 @@ pub struct TrainSet<'a> {
 
 impl<'a> TrainSet<'a> {
     pub fn new(images: ImageSource<'a>, text: &TextEncoder) -> Self {
-        let captions = images
-            .samples
-            .iter()
-            .map(|s| s.captions.iter().map(|c| text.encode(c)).collect::<Vec<_>>())
-            .collect();
+        let captions = images.samples.iter().map(|s| s.captions.iter().map(|c| text.encode(c)).collect::<Vec<_>>()).collect();
         TrainSet { images, features: None, captions, pad: text.pad_id(), bos: text.bos_id(), eos: text.eos_id() }
     }
 
@@ -154,7 +149,15 @@ impl<'a> TrainSet<'a> {
     /// Batch `index` of epoch `epoch`. The epoch's images are split into
     /// [`TrainSet::batches_per_epoch`] batches of equal size (within one image), so that no
     /// batch is a small remainder.
-    pub fn batch(&self, seed: u64, epoch: usize, order: &[usize], batch_size: usize, captions_per_image: usize, index: usize) -> Result<HostBatch> {
+    pub fn batch(
+        &self,
+        seed: u64,
+        epoch: usize,
+        order: &[usize],
+        batch_size: usize,
+        captions_per_image: usize,
+        index: usize,
+    ) -> Result<HostBatch> {
         let batches = self.batches_per_epoch(batch_size);
         let (start, end) = (index * order.len() / batches, (index + 1) * order.len() / batches);
         let chosen = &order[start..end];
@@ -230,13 +233,16 @@ mod tests {
     #[test]
     fn batches_pad_and_shift_captions() {
         let samples = [sample(0, &["a red circle", "a circle"]), sample(1, &["two blue squares"])];
-        let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &[
-            "a red circle",
-            "a circle",
-            "two blue squares",
-        ])
+        let text = TextEncoder::build(
+            &VocabConfig { min_count: 1, max_length: 8, ..Default::default() },
+            &["a red circle", "a circle", "two blue squares"],
+        )
         .unwrap();
-        let images = ImageSource { samples: samples.iter().collect(), config: ImageConfig { size: 2, ..Default::default() }, cache: Some(vec![vec![0.0; 12]; 2]) };
+        let images = ImageSource {
+            samples: samples.iter().collect(),
+            config: ImageConfig { size: 2, ..Default::default() },
+            cache: Some(vec![vec![0.0; 12]; 2]),
+        };
         let set = TrainSet::new(images, &text);
         let order = vec![1, 0];
         let batch = set.batch(1, 0, &order, 2, 0, 0).unwrap();

@@ -153,7 +153,15 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
     let cached = match &job.feature_cache {
         Some((dir, encoder_config)) => {
             let key = crate::features::cache_key(encoder_config, &checkpoint.model.encoder, &image)?;
-            Some(crate::features::load_or_compute(dir, &key, job.split.as_str(), &checkpoint.model.encoder, &source, job.batch_size, &device)?)
+            Some(crate::features::load_or_compute(
+                dir,
+                &key,
+                job.split.as_str(),
+                &checkpoint.model.encoder,
+                &source,
+                job.batch_size,
+                &device,
+            )?)
         }
         None => None,
     };
@@ -259,7 +267,13 @@ impl TestReport {
 /// Writes `metrics.json`, `per_image.json` (the rows `caption compare` reads), `results.json`
 /// (MS-COCO results format, for `caption score`), and `report.md` / `report.html` (see
 /// `caption_eval::report`) into `dir`.
-pub fn write_eval_files(dir: &Path, report: &TestReport, samples: &[&Sample], candidates: &[String], evaluation: &Evaluation<String>) -> Result<()> {
+pub fn write_eval_files(
+    dir: &Path,
+    report: &TestReport,
+    samples: &[&Sample],
+    candidates: &[String],
+    evaluation: &Evaluation<String>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let metrics: serde_json::Map<String, serde_json::Value> =
         report.metrics.iter().map(|(name, value)| (name.clone(), serde_json::json!(value))).collect();

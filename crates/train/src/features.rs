@@ -100,11 +100,8 @@ struct Header {
 fn image_stamp(path: &Path) -> String {
     let meta = std::fs::metadata(path).ok();
     let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-    let mtime = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let mtime =
+        meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
     format!("{} {size} {mtime}", path.display())
 }
 
@@ -211,9 +208,8 @@ fn lookup(
         println!("features: {split} from the cache {} ({} images)", folder.display(), set.len());
         return Ok(Some(set));
     }
-    let mut others: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut others: Vec<PathBuf> =
+        std::fs::read_dir(folder).map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     others.retain(|p| p.extension().is_some_and(|e| e == "json") && *p != own);
     others.sort();
     for header_path in others {
@@ -285,7 +281,15 @@ fn read(
     Ok(Some(FeatureSet { shape: [c, h, w], data }))
 }
 
-fn write(folder: &Path, header_path: &Path, data_path: &Path, key: &str, images: &[String], content: &[String], set: &FeatureSet) -> Result<()> {
+fn write(
+    folder: &Path,
+    header_path: &Path,
+    data_path: &Path,
+    key: &str,
+    images: &[String],
+    content: &[String],
+    set: &FeatureSet,
+) -> Result<()> {
     std::fs::create_dir_all(folder).with_context(|| format!("cannot create the feature cache {}", folder.display()))?;
     // The data first, then the header that vouches for it: a header never points at a partial file.
     let tmp: PathBuf = folder.join(format!(".{}.{}.tmp", data_path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));

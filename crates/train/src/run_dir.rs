@@ -259,11 +259,8 @@ impl MetricsLog {
                 .collect();
             write_atomic(&path, kept.as_bytes())?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(MetricsLog { file })
     }
 
@@ -292,7 +289,8 @@ mod tests {
         let mut log = MetricsLog::open(dir.path(), Some(20)).unwrap();
         log.write(&serde_json::json!({"kind": "train", "step": 30})).unwrap();
         let text = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
-        let steps: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> =
+            text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
         assert_eq!(steps, vec![10, 20, 30]);
     }
 }

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -27,18 +26,22 @@ use caption_model::{
     CaptionDecoder, Captioner, CheckpointMeta, DecoderOutput, DeviceSpec, EncoderOutput, ImportOptions, doubly_stochastic_penalty,
     load_checkpoint, load_encoder_weights, save_checkpoint,
 };
+use serde::Serialize;
 
 use crate::config::{RunConfig, Schedule, TrainConfig};
 use crate::data::{HostBatch, ImageSource, TrainSet};
+use crate::evaluate::{
+    EvalInputs, ReportLabel, TestReport, bad_ending_ids, decode_images, describe_strategy, evaluate_split, format_report, score,
+};
 use crate::features;
 use crate::progress::EpochProgress;
-use crate::scst::{self, ScstConfig};
-use crate::tensorboard::EventWriter;
-use crate::evaluate::{EvalInputs, ReportLabel, TestReport, bad_ending_ids, decode_images, evaluate_split, describe_strategy, format_report, score};
 use crate::run_dir::{
-    self, BEST, CHECKPOINTS_DIR, CONFIG_FILE, Manifest, TENSORBOARD_DIR, MetricsLog, ResumeRecord, annotation_files, create_run_dir, fingerprint, git_commit,
+    self, BEST, CHECKPOINTS_DIR, CONFIG_FILE, Manifest, MetricsLog, ResumeRecord, TENSORBOARD_DIR, annotation_files, create_run_dir,
+    fingerprint, git_commit,
 };
+use crate::scst::{self, ScstConfig};
 use crate::state::{Best, TrainState, load_optimizer, param_ids, recover_last, remap_record, save_last};
+use crate::tensorboard::EventWriter;
 
 const DROPOUT_STREAM: u64 = 0x4452_4F50_0000_0004;
 const SCST_STREAM: u64 = 0x5343_5354_0000_0005;
@@ -204,7 +207,13 @@ fn count_parameters<B: Backend, M: Module<B>>(module: &M) -> (usize, usize) {
 
 /// Cross-entropy with label smoothing `epsilon`, averaged over the `tokens` non-padding
 /// targets: `(1 - ε) · -log p(y) + ε · mean_v(-log p(v))` per token.
-fn smoothed_cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, pad: u32, epsilon: f64, tokens: usize) -> Tensor<B, 1> {
+fn smoothed_cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    pad: u32,
+    epsilon: f64,
+    tokens: usize,
+) -> Tensor<B, 1> {
     let [rows, length, vocab] = logits.dims();
     let n = rows * length;
     let log_probs = log_softmax(logits.reshape([n, vocab]), 1);
@@ -223,7 +232,12 @@ fn smoothed_cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2
 /// The batch's encoder features `[images, ...]`, with gradients where the encoder is trained:
 /// cached features as they are; otherwise the frozen stages on the inner backend (BatchNorm on
 /// running statistics, no graph) and the trained ones with autodiff.
-fn encode_batch<B: Backend>(model: &Captioner<Autodiff<B>>, batch: &mut HostBatch, first_trained_stage: usize, device: &B::Device) -> EncoderOutput<Autodiff<B>> {
+fn encode_batch<B: Backend>(
+    model: &Captioner<Autodiff<B>>,
+    batch: &mut HostBatch,
+    first_trained_stage: usize,
+    device: &B::Device,
+) -> EncoderOutput<Autodiff<B>> {
     type A<B> = Autodiff<B>;
     let stages = model.encoder.num_stages();
     let pixels = std::mem::take(&mut batch.pixels);
@@ -267,11 +281,8 @@ fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     let mut norm = GradNorm::<A<B>> { grads: &grads, squares: Vec::new() };
     model.visit(&mut norm);
-    let grad_norm = if norm.squares.is_empty() {
-        0.0
-    } else {
-        Tensor::cat(norm.squares, 0).sum().sqrt().into_scalar().elem::<f32>() as f64
-    };
+    let grad_norm =
+        if norm.squares.is_empty() { 0.0 } else { Tensor::cat(norm.squares, 0).sum().sqrt().into_scalar().elem::<f32>() as f64 };
     if config.clip_grad_norm > 0.0 && grad_norm > config.clip_grad_norm {
         let mut scale = ScaleGrads { grads: &mut grads, factor: config.clip_grad_norm / (grad_norm + 1e-6) };
         Module::<A<B>>::visit(&model, &mut scale);
@@ -318,7 +329,8 @@ fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
         _ => Tensor::zeros([1], device),
     };
     let loss = cross_entropy.clone() + attention.clone();
-    let values = Tensor::cat(vec![cross_entropy.inner(), attention.inner()], 0).into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let values =
+        Tensor::cat(vec![cross_entropy.inner(), attention.inner()], 0).into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
     let (ce, att) = (values.first().copied().unwrap_or(f32::NAN) as f64, values.get(1).copied().unwrap_or(0.0) as f64);
     if !(ce.is_finite() && att.is_finite()) {
         bail!("the loss is not finite (cross-entropy {ce}, attention {att}); lower `train.lr` or check the data");
@@ -354,7 +366,8 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
         .context("drawing SCST samples")?;
     let greedy = match scst_config.baseline {
         scst::Baseline::Greedy => Some(
-            caption_model::decoding::greedy_with(&decoder, &inference, tokens, max_length, &no_eos_after).context("greedy SCST baseline")?,
+            caption_model::decoding::greedy_with(&decoder, &inference, tokens, max_length, &no_eos_after)
+                .context("greedy SCST baseline")?,
         ),
         scst::Baseline::Mean => None,
     };
@@ -373,7 +386,13 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     let (model, grad_norm) = apply_gradients(model, optimizer, loss, lr, config);
     Ok((
         model,
-        StepStats { loss: value, cross_entropy: f64::NAN, attention: 0.0, grad_norm, reward: Some((rollout.mean_reward, rollout.mean_baseline)) },
+        StepStats {
+            loss: value,
+            cross_entropy: f64::NAN,
+            attention: 0.0,
+            grad_norm,
+            reward: Some((rollout.mean_reward, rollout.mean_baseline)),
+        },
     ))
 }
 
@@ -406,7 +425,11 @@ fn samples_of(dataset: &CaptionDataset, split: Split, limit: usize) -> Vec<&Samp
 /// The vocabulary of the training captions and a freshly initialised captioner (seeded by
 /// `config.seed`), its encoder loaded from `model.encoder.weights` when given; or, with
 /// `train.init_from`, that checkpoint's vocabulary and weights.
-fn new_model<B: Backend>(config: &RunConfig, train_samples: &[&Sample], device: &B::Device) -> Result<(TextEncoder, Captioner<Autodiff<B>>)> {
+fn new_model<B: Backend>(
+    config: &RunConfig,
+    train_samples: &[&Sample],
+    device: &B::Device,
+) -> Result<(TextEncoder, Captioner<Autodiff<B>>)> {
     if let Some(path) = &config.train.init_from {
         return initial_checkpoint::<B>(config, path, device);
     }
@@ -507,7 +530,9 @@ pub fn benchmark(job: TrainJob, steps: usize) -> Result<Throughput> {
     match device {
         DeviceSpec::Cpu => bench::<caption_model::FlexBackend>(&job.config, steps, device, Default::default()),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => bench::<caption_model::device::CudaBackend>(&job.config, steps, device, device.cuda_device().expect("a CUDA device")),
+        DeviceSpec::Cuda(_) => {
+            bench::<caption_model::device::CudaBackend>(&job.config, steps, device, device.cuda_device().expect("a CUDA device"))
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
     }
@@ -530,7 +555,15 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
         let encoder = model.encoder.valid();
         let eval_image = preprocess_config(&config.data.image);
         let key = features::cache_key(&config.model.encoder_config(), &encoder, &eval_image)?;
-        let set = features::load_or_compute(&train_config.feature_cache_dir, &key, "train", &encoder, &train_set.images, train_config.eval_batch_size, &device)?;
+        let set = features::load_or_compute(
+            &train_config.feature_cache_dir,
+            &key,
+            "train",
+            &encoder,
+            &train_set.images,
+            train_config.eval_batch_size,
+            &device,
+        )?;
         train_set.features = Some(set);
     }
     let order = train_set.epoch_order(config.seed, 0);
@@ -677,7 +710,10 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         let mut manifest = Manifest::read(&run_dir)?;
         let current = fingerprint(&dataset, &annotation_files(&config.data), text.vocab_size())?;
         if current.sha256 != manifest.dataset.sha256 {
-            println!("warning: the dataset differs from the one this run started on (fingerprint {} now, {} then)", current.sha256, manifest.dataset.sha256);
+            println!(
+                "warning: the dataset differs from the one this run started on (fingerprint {} now, {} then)",
+                current.sha256, manifest.dataset.sha256
+            );
         }
         manifest.resumes.push(ResumeRecord {
             time: run_dir::rfc3339(SystemTime::now()),
@@ -764,7 +800,22 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                     Some(reward) if config.scst.active(epoch) => {
                         let seed = SplitMix64::for_item(config.seed ^ SCST_STREAM, state.step).next_u64();
                         let lr = config.scst.lr;
-                        (lr, scst_step::<B, _>(model.clone(), &mut optimizer, batch, lr, train_config, &config.scst, reward, &text, seed, first_trained, &device)?)
+                        (
+                            lr,
+                            scst_step::<B, _>(
+                                model.clone(),
+                                &mut optimizer,
+                                batch,
+                                lr,
+                                train_config,
+                                &config.scst,
+                                reward,
+                                &text,
+                                seed,
+                                first_trained,
+                                &device,
+                            )?,
+                        )
                     }
                     _ => {
                         let lr = learning_rate(train_config, state.step, steps_per_epoch, total_steps);
@@ -828,7 +879,10 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                     }
                     (window_loss, window_steps, window_images, window_start) = (0.0, 0, 0, Instant::now());
                 }
-                if train_config.checkpoint_every > 0 && state.step % train_config.checkpoint_every as u64 == 0 && index + 1 < steps_per_epoch {
+                if train_config.checkpoint_every > 0
+                    && state.step % train_config.checkpoint_every as u64 == 0
+                    && index + 1 < steps_per_epoch
+                {
                     board.flush().map_err(board_error)?;
                     state.train_seconds = seconds_before + train_start.elapsed().as_secs_f64();
                     state.param_ids = param_ids::<A<B>, _>(&model).iter().map(|id| id.val()).collect();
@@ -852,12 +906,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         state.epoch = epoch + 1;
         state.batch_in_epoch = 0;
         let train_seconds = epoch_start.elapsed().as_secs_f64();
-        println!(
-            "epoch {} done: mean loss {:.4}, {:.1}s",
-            epoch + 1,
-            epoch_loss / epoch_steps.max(1) as f64,
-            train_seconds
-        );
+        println!("epoch {} done: mean loss {:.4}, {:.1}s", epoch + 1, epoch_loss / epoch_steps.max(1) as f64, train_seconds);
 
         // Validation, best checkpoint, early stopping.
         let validate = !val_samples.is_empty() && (state.epoch % train_config.val_every == 0 || state.epoch == train_config.epochs);
@@ -896,7 +945,15 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 describe_strategy(&train_config.decode),
                 seconds,
                 shown.join(", "),
-                if improved { "  (best so far)".to_string() } else { format!("  (best {:.4} at epoch {})", state.best.as_ref().map(|b| b.value).unwrap_or(f64::NAN), state.best.as_ref().map(|b| b.epoch).unwrap_or(0)) }
+                if improved {
+                    "  (best so far)".to_string()
+                } else {
+                    format!(
+                        "  (best {:.4} at epoch {})",
+                        state.best.as_ref().map(|b| b.value).unwrap_or(f64::NAN),
+                        state.best.as_ref().map(|b| b.epoch).unwrap_or(0)
+                    )
+                }
             );
             if let Some(example) = candidates.first() {
                 println!("  e.g. image {}: {example}", val_samples[0].image_id);
@@ -912,7 +969,9 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
             for (name, value) in &last_val {
                 board.add_scalar(&format!("val/{name}"), *value, state.step).map_err(board_error)?;
             }
-            board.add_text("val/samples", &sample_table(&val_samples, &candidates, train_config.num_examples), state.step).map_err(board_error)?;
+            board
+                .add_text("val/samples", &sample_table(&val_samples, &candidates, train_config.num_examples), state.step)
+                .map_err(board_error)?;
             if stop {
                 println!("early stopping: no improvement of {} in {} validations", train_config.best_metric, state.bad_validations);
             }
@@ -945,7 +1004,8 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         );
         if train_config.test && !test_samples.is_empty() {
             let best_dir = checkpoints.join(BEST);
-            let (dir, label) = if best_dir.is_dir() { (best_dir, "checkpoints/best") } else { (checkpoints.join(run_dir::LAST), "checkpoints/last") };
+            let (dir, label) =
+                if best_dir.is_dir() { (best_dir, "checkpoints/best") } else { (checkpoints.join(run_dir::LAST), "checkpoints/last") };
             let test_start = Instant::now();
             let checkpoint = load_checkpoint::<B>(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
             // The encoder is frozen when features are cached, so the best checkpoint's encoder

@@ -217,7 +217,8 @@ fn interrupted_run_matches(root: &Path, checkpoint_every: usize, interrupt_at: u
     assert_eq!(val_lines(&a), val_lines(&b));
     assert!(same_weights(&a.join("checkpoints/last"), &b.join("checkpoints/last")), "final weights differ");
     // The resumed log has no duplicate steps.
-    let steps: Vec<u64> = read_lines(&b.join("metrics.jsonl")).iter().filter(|l| l["kind"] == "train").map(|l| l["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> =
+        read_lines(&b.join("metrics.jsonl")).iter().filter(|l| l["kind"] == "train").map(|l| l["step"].as_u64().unwrap()).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     let manifest = read_json(&b.join("manifest.json"));
     assert_eq!(manifest["resumes"].as_array().unwrap().len(), 1);
@@ -368,7 +369,8 @@ fn frozen_encoder_trains_from_cached_features() {
 fn encoder_fine_tuning_starts_at_its_epoch_with_its_own_rate() {
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
-    let encoder = |dir: &Path| -> Vec<(String, Vec<u8>)> { tensors(dir).into_iter().filter(|(name, _)| name.starts_with("encoder.")).collect() };
+    let encoder =
+        |dir: &Path| -> Vec<(String, Vec<u8>)> { tensors(dir).into_iter().filter(|(name, _)| name.starts_with("encoder.")).collect() };
     let mut config = tiny_config(root.path());
     config.train.test = false;
     config.train.epochs = 2;

@@ -36,11 +36,7 @@ fn read_captions(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
         } else {
             parse_token_line(line)
         };
-        let (name, k, caption) = parsed.map_err(|message| DataError::Line {
-            path: path.to_path_buf(),
-            line: line_no,
-            message,
-        })?;
+        let (name, k, caption) = parsed.map_err(|message| DataError::Line { path: path.to_path_buf(), line: line_no, message })?;
         let entry = by_image.entry(name.clone()).or_insert_with(|| {
             order.push(name);
             Vec::new()
@@ -59,12 +55,8 @@ fn read_captions(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
 
 /// `1000268201_693b08cb0e.jpg#0<TAB>A child in a pink dress ...`
 fn parse_token_line(line: &str) -> std::result::Result<(String, usize, String), String> {
-    let (key, caption) = line
-        .split_once('\t')
-        .ok_or("expected `<image>#<k><TAB><caption>` but found no tab")?;
-    let (name, k) = key
-        .rsplit_once('#')
-        .ok_or_else(|| format!("expected `<image>#<k>` before the tab, found {key:?}"))?;
+    let (key, caption) = line.split_once('\t').ok_or("expected `<image>#<k><TAB><caption>` but found no tab")?;
+    let (name, k) = key.rsplit_once('#').ok_or_else(|| format!("expected `<image>#<k>` before the tab, found {key:?}"))?;
     let k = k.trim().parse().map_err(|_| format!("caption number {k:?} is not a number"))?;
     Ok((name.trim().to_string(), k, caption.trim().to_string()))
 }
@@ -78,9 +70,7 @@ fn parse_csv_line(line: &str) -> std::result::Result<(String, usize, String), St
         (Some(k), Some(caption)) => (k.trim().to_string(), caption.trim().to_string()),
         (Some(rest), None) => {
             let rest = rest.trim();
-            let (k, caption) = rest
-                .split_once(' ')
-                .ok_or("expected `image_name| comment_number| comment`")?;
+            let (k, caption) = rest.split_once(' ').ok_or("expected `image_name| comment_number| comment`")?;
             (k.to_string(), caption.trim().to_string())
         }
         _ => return Err("expected `image_name| comment_number| comment`".into()),
@@ -93,20 +83,11 @@ fn parse_csv_line(line: &str) -> std::result::Result<(String, usize, String), St
 }
 
 fn read_list(path: &Path) -> Result<Vec<String>> {
-    Ok(read_text(path)?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    Ok(read_text(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
 }
 
 /// Loads captions and assigns splits from the list files. With no list at all every image is train.
-pub fn load(
-    captions_file: &Path,
-    images_dir: &Path,
-    split_lists: &[(Split, PathBuf)],
-) -> Result<(Vec<Sample>, FlickrExtras)> {
+pub fn load(captions_file: &Path, images_dir: &Path, split_lists: &[(Split, PathBuf)]) -> Result<(Vec<Sample>, FlickrExtras)> {
     let captions = read_captions(captions_file)?;
     let mut extras = FlickrExtras::default();
     let mut listed_names: HashSet<String> = HashSet::new();
@@ -145,13 +126,7 @@ pub fn load(
 }
 
 fn sample(name: &str, captions: Vec<String>, images_dir: &Path, split: Split) -> Sample {
-    Sample {
-        image_id: file_stem_id(name),
-        file_name: name.to_string(),
-        image_path: images_dir.join(name),
-        captions,
-        split,
-    }
+    Sample { image_id: file_stem_id(name), file_name: name.to_string(), image_path: images_dir.join(name), captions, split }
 }
 
 #[cfg(test)]
@@ -183,11 +158,7 @@ mod tests {
         std::fs::write(&tokens, "a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\n").unwrap();
         std::fs::write(dir.join("train.txt"), "a.jpg\n").unwrap();
         std::fs::write(dir.join("dev.txt"), "b.jpg\n").unwrap();
-        let lists = [
-            (Split::Train, dir.join("train.txt")),
-            (Split::Val, dir.join("dev.txt")),
-            (Split::Test, dir.join("dev.txt")),
-        ];
+        let lists = [(Split::Train, dir.join("train.txt")), (Split::Val, dir.join("dev.txt")), (Split::Test, dir.join("dev.txt"))];
         let (samples, extras) = load(&tokens, &dir, &lists).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let names: Vec<(Split, &str)> = samples.iter().map(|s| (s.split, s.file_name.as_str())).collect();

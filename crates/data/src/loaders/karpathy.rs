@@ -47,10 +47,7 @@ pub fn load(annotations: &Path, images_root: &Path, restval_to_train: bool) -> R
                 continue;
             }
             other => Split::parse(other).ok_or_else(|| {
-                crate::DataError::invalid(
-                    annotations,
-                    format!("images[{index}].split is {other:?}; expected train, val, test or restval"),
-                )
+                crate::DataError::invalid(annotations, format!("images[{index}].split is {other:?}; expected train, val, test or restval"))
             })?,
         };
         if image.sentences.is_empty() {

@@ -18,9 +18,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
         DataError::Line {
             path: path.to_path_buf(),
             line,
-            message: format!(
-                "not valid UTF-8 (byte {at}); re-encode the file as UTF-8 (for example with `iconv -f latin1 -t utf-8`)"
-            ),
+            message: format!("not valid UTF-8 (byte {at}); re-encode the file as UTF-8 (for example with `iconv -f latin1 -t utf-8`)"),
         }
     })
 }
@@ -28,17 +26,10 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 /// Parses a JSON file into `T`, naming the file and what it should have been on failure.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &'static str) -> Result<T> {
     let text = read_text(path)?;
-    serde_json::from_str(&text).map_err(|source| DataError::Json {
-        path: path.to_path_buf(),
-        what,
-        source,
-    })
+    serde_json::from_str(&text).map_err(|source| DataError::Json { path: path.to_path_buf(), what, source })
 }
 
 /// The image id the Flickr and Karpathy-Flickr loaders share: the file name without extension.
 pub(crate) fn file_stem_id(file_name: &str) -> String {
-    Path::new(file_name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| file_name.to_string())
+    Path::new(file_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| file_name.to_string())
 }

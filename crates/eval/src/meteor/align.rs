@@ -42,15 +42,9 @@ impl Sentence {
         Sentence {
             hashes: utf16.iter().map(|w| java_hash(w)).collect(),
             stem_hashes: utf16.iter().map(|w| java_hash(&stem_utf16(w))).collect(),
-            synsets: words
-                .iter()
-                .map(|w| meteor.synonyms.all_synsets(w))
-                .collect(),
+            synsets: words.iter().map(|w| meteor.synonyms.all_synsets(w)).collect(),
             words: words.iter().map(|w| w.to_string()).collect(),
-            function_word: words
-                .iter()
-                .map(|w| meteor.function_words.contains(&w.to_lowercase()))
-                .collect(),
+            function_word: words.iter().map(|w| meteor.function_words.contains(&w.to_lowercase())).collect(),
         }
     }
 
@@ -61,9 +55,7 @@ impl Sentence {
 
 /// Java's `String.hashCode()` over UTF-16 code units.
 pub(crate) fn java_hash(units: &[u16]) -> i32 {
-    units
-        .iter()
-        .fold(0i32, |h, &u| h.wrapping_mul(31).wrapping_add(i32::from(u)))
+    units.iter().fold(0i32, |h, &u| h.wrapping_mul(31).wrapping_add(i32::from(u)))
 }
 
 /// A candidate match: reference words `start..start + length` with hypothesis words
@@ -96,13 +88,7 @@ impl Stage {
     }
 
     fn single_word(&mut self, module: usize, r: usize, h: usize) {
-        self.add(Match {
-            start: r,
-            length: 1,
-            match_start: h,
-            match_length: 1,
-            module,
-        });
+        self.add(Match { start: r, length: 1, match_start: h, match_length: 1, module });
     }
 }
 
@@ -121,8 +107,7 @@ struct Partial {
 
 impl Partial {
     fn is_used(&self, m: &Match) -> bool {
-        (0..m.length).any(|k| self.ref_used[m.start + k])
-            || (0..m.match_length).any(|k| self.hyp_used[m.match_start + k])
+        (0..m.length).any(|k| self.ref_used[m.start + k]) || (0..m.match_length).any(|k| self.hyp_used[m.match_start + k])
     }
 
     fn set_used(&mut self, m: &Match) {
@@ -149,10 +134,7 @@ impl Partial {
 
 /// `Constants.PARTIAL_COMPARE_TOTAL`.
 fn compare(x: &Partial, y: &Partial) -> std::cmp::Ordering {
-    (y.matches1 + y.matches2)
-        .cmp(&(x.matches1 + x.matches2))
-        .then(x.chunks.cmp(&y.chunks))
-        .then(x.distance.cmp(&y.distance))
+    (y.matches1 + y.matches2).cmp(&(x.matches1 + x.matches2)).then(x.chunks.cmp(&y.chunks)).then(x.distance.cmp(&y.distance))
 }
 
 fn distance(m: &Match) -> i32 {
@@ -168,11 +150,7 @@ pub(crate) fn align(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> Me
 /// The chosen match at each reference position (`None` inside multi-word matches too).
 fn best_alignment(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> Vec<Option<Match>> {
     let (n1, n2) = (hyp.len(), reference.len());
-    let mut stage = Stage {
-        matches: vec![Vec::new(); n2],
-        hyp_coverage: vec![0; n1],
-        ref_coverage: vec![0; n2],
-    };
+    let mut stage = Stage { matches: vec![Vec::new(); n2], hyp_coverage: vec![0; n1], ref_coverage: vec![0; n2] };
     // Identical sentences (by hash) only get exact matches.
     let identical = hyp.hashes == reference.hashes;
 
@@ -188,9 +166,7 @@ fn best_alignment(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> Vec<
         // Stem
         for r in 0..n2 {
             for h in 0..n1 {
-                if hyp.stem_hashes[h] == reference.stem_hashes[r]
-                    && hyp.hashes[h] != reference.hashes[r]
-                {
+                if hyp.stem_hashes[h] == reference.stem_hashes[r] && hyp.hashes[h] != reference.hashes[r] {
                     stage.single_word(STEM, r, h);
                 }
             }
@@ -198,9 +174,7 @@ fn best_alignment(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> Vec<
         // Synonym
         for r in 0..n2 {
             for h in 0..n1 {
-                if intersect(&hyp.synsets[h], &reference.synsets[r])
-                    && hyp.hashes[h] != reference.hashes[r]
-                {
+                if intersect(&hyp.synsets[h], &reference.synsets[r]) && hyp.hashes[h] != reference.hashes[r] {
                     stage.single_word(SYNONYM, r, h);
                 }
             }
@@ -393,11 +367,7 @@ mod tests {
     }
 
     fn matched(alignment: &[Option<Match>]) -> Vec<(usize, usize, usize)> {
-        alignment
-            .iter()
-            .flatten()
-            .map(|m| (m.start, m.match_start, m.module))
-            .collect()
+        alignment.iter().flatten().map(|m| (m.start, m.match_start, m.module)).collect()
     }
 
     /// Java's `int += int * double`: a one-word non-exact match adds nothing to the search
@@ -415,31 +385,13 @@ mod tests {
             hyp_used: vec![false; 4],
             ref_used: vec![false; 4],
         };
-        let stem = Match {
-            start: 0,
-            length: 1,
-            match_start: 0,
-            match_length: 1,
-            module: STEM,
-        };
+        let stem = Match { start: 0, length: 1, match_start: 0, match_length: 1, module: STEM };
         path.count(&stem);
         assert_eq!((path.matches1, path.matches2), (0, 0));
-        let paraphrase = Match {
-            start: 1,
-            length: 3,
-            match_start: 1,
-            match_length: 2,
-            module: PARAPHRASE,
-        };
+        let paraphrase = Match { start: 1, length: 3, match_start: 1, match_length: 2, module: PARAPHRASE };
         path.count(&paraphrase);
         assert_eq!((path.matches1, path.matches2), (1, 1));
-        let exact = Match {
-            start: 3,
-            length: 1,
-            match_start: 3,
-            match_length: 1,
-            module: EXACT,
-        };
+        let exact = Match { start: 3, length: 1, match_start: 3, match_length: 1, module: EXACT };
         path.count(&exact);
         assert_eq!((path.matches1, path.matches2), (2, 2));
     }
@@ -452,10 +404,7 @@ mod tests {
         let meteor = Meteor::for_tests(&[], "", "", "");
         let hyp = sentence("a a y", &meteor);
         let reference = sentence("x a", &meteor);
-        assert_eq!(
-            matched(&best_alignment(&hyp, &reference, &meteor)),
-            [(1, 0, EXACT)]
-        );
+        assert_eq!(matched(&best_alignment(&hyp, &reference, &meteor)), [(1, 0, EXACT)]);
     }
 
     /// Stem matches need different words; one-to-one matches nothing else covers are fixed
@@ -465,10 +414,7 @@ mod tests {
         let meteor = Meteor::for_tests(&["the"], "", "", "");
         let hyp = sentence("the dogs were running", &meteor);
         let reference = sentence("the dog runs", &meteor);
-        assert_eq!(
-            matched(&best_alignment(&hyp, &reference, &meteor)),
-            [(0, 0, EXACT), (1, 1, STEM), (2, 3, STEM)]
-        );
+        assert_eq!(matched(&best_alignment(&hyp, &reference, &meteor)), [(0, 0, EXACT), (1, 1, STEM), (2, 3, STEM)]);
         let stats = align(&hyp, &reference, &meteor);
         assert_eq!(
             stats.to_jar_line(),
@@ -479,18 +425,10 @@ mod tests {
 
     #[test]
     fn synonyms_and_paraphrases() {
-        let meteor = Meteor::for_tests(
-            &[],
-            "",
-            "couch\n7\nsofa\n7\n",
-            "0.5\nlying on\nresting on\n",
-        );
+        let meteor = Meteor::for_tests(&[], "", "couch\n7\nsofa\n7\n", "0.5\nlying on\nresting on\n");
         let hyp = sentence("a cat resting on a sofa", &meteor);
         let reference = sentence("a cat lying on a couch", &meteor);
-        let modules: Vec<usize> = matched(&best_alignment(&hyp, &reference, &meteor))
-            .iter()
-            .map(|m| m.2)
-            .collect();
+        let modules: Vec<usize> = matched(&best_alignment(&hyp, &reference, &meteor)).iter().map(|m| m.2).collect();
         assert_eq!(modules, [EXACT, EXACT, PARAPHRASE, EXACT, SYNONYM]);
     }
 }

@@ -27,10 +27,8 @@ pub(super) fn locate(explicit: Option<&Path>) -> Result<PathBuf, MeteorUnavailab
     if let Some(dir) = python_package_dir() {
         return Ok(dir);
     }
-    if let Some(dir) = site_packages_dirs()
-        .into_iter()
-        .map(|dir| dir.join("pycocoevalcap"))
-        .find(|dir| dir.join("meteor").join(JAR_NAME).is_file())
+    if let Some(dir) =
+        site_packages_dirs().into_iter().map(|dir| dir.join("pycocoevalcap")).find(|dir| dir.join("meteor").join(JAR_NAME).is_file())
     {
         return Ok(dir);
     }
@@ -43,10 +41,7 @@ pub(super) fn locate(explicit: Option<&Path>) -> Result<PathBuf, MeteorUnavailab
 /// `python3 -c 'import pycocoevalcap, os; print(os.path.dirname(pycocoevalcap.__file__))'`.
 fn python_package_dir() -> Option<PathBuf> {
     let output = Command::new("python3")
-        .args([
-            "-c",
-            "import pycocoevalcap, os; print(os.path.dirname(pycocoevalcap.__file__))",
-        ])
+        .args(["-c", "import pycocoevalcap, os; print(os.path.dirname(pycocoevalcap.__file__))"])
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
@@ -73,11 +68,8 @@ fn site_packages_dirs() -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&lib) else {
             continue;
         };
-        let mut pythons: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-            .map(|e| e.path())
-            .collect();
+        let mut pythons: Vec<PathBuf> =
+            entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("python3")).map(|e| e.path()).collect();
         pythons.sort();
         for python in pythons {
             dirs.push(python.join("site-packages"));
@@ -94,11 +86,7 @@ pub(super) enum DataFiles {
     Jar { jar: PathBuf, paraphrase: PathBuf },
     /// The pycocoevalcap wheel: the jar (read into memory) and the name of the paraphrase
     /// table's entry.
-    Wheel {
-        wheel: PathBuf,
-        jar: Vec<u8>,
-        paraphrase_entry: String,
-    },
+    Wheel { wheel: PathBuf, jar: Vec<u8>, paraphrase_entry: String },
 }
 
 fn unavailable(path: &Path, what: impl std::fmt::Display) -> MeteorUnavailable {
@@ -107,8 +95,7 @@ fn unavailable(path: &Path, what: impl std::fmt::Display) -> MeteorUnavailable {
 
 fn open_zip(path: &Path) -> Result<ZipArchive<BufReader<File>>, MeteorUnavailable> {
     let file = File::open(path).map_err(|e| unavailable(path, e))?;
-    ZipArchive::new(BufReader::new(file))
-        .map_err(|e| unavailable(path, format_args!("not a readable zip file ({e})")))
+    ZipArchive::new(BufReader::new(file)).map_err(|e| unavailable(path, format_args!("not a readable zip file ({e})")))
 }
 
 impl DataFiles {
@@ -116,11 +103,9 @@ impl DataFiles {
     /// wheel) to the jar and the paraphrase table.
     pub(super) fn open(path: &Path) -> Result<DataFiles, MeteorUnavailable> {
         if path.is_dir() {
-            for candidate in [
-                path.join(JAR_NAME),
-                path.join("meteor").join(JAR_NAME),
-                path.join("pycocoevalcap").join("meteor").join(JAR_NAME),
-            ] {
+            for candidate in
+                [path.join(JAR_NAME), path.join("meteor").join(JAR_NAME), path.join("pycocoevalcap").join("meteor").join(JAR_NAME)]
+            {
                 if candidate.is_file() {
                     return DataFiles::open_file(&candidate);
                 }
@@ -157,34 +142,17 @@ impl DataFiles {
     fn open_file(path: &Path) -> Result<DataFiles, MeteorUnavailable> {
         let mut archive = open_zip(path)?;
         if archive.index_for_name("synonym/english.synsets").is_some() {
-            let paraphrase = path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("data")
-                .join(PARAPHRASE_NAME);
+            let paraphrase = path.parent().unwrap_or(Path::new(".")).join("data").join(PARAPHRASE_NAME);
             if !paraphrase.is_file() {
-                return Err(unavailable(
-                    &paraphrase,
-                    format_args!("the paraphrase table is missing (it belongs beside {JAR_NAME})"),
-                ));
+                return Err(unavailable(&paraphrase, format_args!("the paraphrase table is missing (it belongs beside {JAR_NAME})")));
             }
-            return Ok(DataFiles::Jar {
-                jar: path.to_path_buf(),
-                paraphrase,
-            });
+            return Ok(DataFiles::Jar { jar: path.to_path_buf(), paraphrase });
         }
         let names: Vec<String> = archive.file_names().map(str::to_string).collect();
-        let find = |suffix: &str| {
-            names
-                .iter()
-                .filter(|n| n.ends_with(suffix))
-                .min_by_key(|n| n.len())
-                .cloned()
-        };
-        let (Some(jar_entry), Some(paraphrase_entry)) = (
-            find(&format!("meteor/{JAR_NAME}")),
-            find(&format!("meteor/data/{PARAPHRASE_NAME}")),
-        ) else {
+        let find = |suffix: &str| names.iter().filter(|n| n.ends_with(suffix)).min_by_key(|n| n.len()).cloned();
+        let (Some(jar_entry), Some(paraphrase_entry)) =
+            (find(&format!("meteor/{JAR_NAME}")), find(&format!("meteor/data/{PARAPHRASE_NAME}")))
+        else {
             return Err(unavailable(
                 path,
                 format_args!(
@@ -198,11 +166,7 @@ impl DataFiles {
             .by_name(&jar_entry)
             .and_then(|mut entry| entry.read_to_end(&mut jar).map_err(Into::into))
             .map_err(|e| unavailable(path, format_args!("cannot read {jar_entry}: {e}")))?;
-        Ok(DataFiles::Wheel {
-            wheel: path.to_path_buf(),
-            jar,
-            paraphrase_entry,
-        })
+        Ok(DataFiles::Wheel { wheel: path.to_path_buf(), jar, paraphrase_entry })
     }
 
     /// The jar or the wheel.
@@ -222,20 +186,13 @@ impl DataFiles {
     pub(super) fn jar_text(&self, name: &str) -> Result<String, MeteorUnavailable> {
         let mut bytes = Vec::new();
         let result = match self {
-            DataFiles::Jar { jar, .. } => open_zip(jar)?
-                .by_name(name)
-                .and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into)),
-            DataFiles::Wheel { jar, .. } => {
-                ZipArchive::new(Cursor::new(jar.as_slice())).and_then(|mut archive| {
-                    archive
-                        .by_name(name)
-                        .and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))
-                })
+            DataFiles::Jar { jar, .. } => {
+                open_zip(jar)?.by_name(name).and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))
             }
+            DataFiles::Wheel { jar, .. } => ZipArchive::new(Cursor::new(jar.as_slice()))
+                .and_then(|mut archive| archive.by_name(name).and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))),
         };
-        result.map_err(|e| {
-            self.corrupt(name, format_args!("cannot read it from {JAR_NAME} ({e})"))
-        })?;
+        result.map_err(|e| self.corrupt(name, format_args!("cannot read it from {JAR_NAME} ({e})")))?;
         Ok(match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -251,15 +208,9 @@ impl DataFiles {
                 let gz = MultiGzDecoder::new(BufReader::with_capacity(BUFFER, file));
                 ParaphraseTable::read(BufReader::with_capacity(BUFFER, gz))
             }
-            DataFiles::Wheel {
-                wheel,
-                paraphrase_entry,
-                ..
-            } => {
+            DataFiles::Wheel { wheel, paraphrase_entry, .. } => {
                 let mut archive = open_zip(wheel)?;
-                let entry = archive
-                    .by_name(paraphrase_entry)
-                    .map_err(|e| unavailable(wheel, format_args!("{paraphrase_entry}: {e}")))?;
+                let entry = archive.by_name(paraphrase_entry).map_err(|e| unavailable(wheel, format_args!("{paraphrase_entry}: {e}")))?;
                 let gz = MultiGzDecoder::new(BufReader::with_capacity(BUFFER, entry));
                 ParaphraseTable::read(BufReader::with_capacity(BUFFER, gz))
             }

@@ -47,9 +47,7 @@ pub struct MeteorUnavailable {
 
 impl MeteorUnavailable {
     fn new(reason: impl Into<String>) -> MeteorUnavailable {
-        MeteorUnavailable {
-            reason: reason.into(),
-        }
+        MeteorUnavailable { reason: reason.into() }
     }
 }
 
@@ -64,11 +62,8 @@ pub fn locate_synonyms(explicit: Option<&Path>) -> Result<SynonymDictionary, Met
 /// [`Meteor::load`] accepts).
 pub fn load_synonyms(path: &Path) -> Result<SynonymDictionary, MeteorUnavailable> {
     let files = data::DataFiles::open(path)?;
-    SynonymDictionary::parse(
-        &files.jar_text("synonym/english.exceptions")?,
-        &files.jar_text("synonym/english.synsets")?,
-    )
-    .map_err(|e| files.corrupt("synonym/english.synsets", e))
+    SynonymDictionary::parse(&files.jar_text("synonym/english.exceptions")?, &files.jar_text("synonym/english.synsets")?)
+        .map_err(|e| files.corrupt("synonym/english.synsets", e))
 }
 
 /// METEOR 1.5 with its English resources loaded; build it once and score many times.
@@ -111,42 +106,23 @@ impl Meteor {
         let (tables, paraphrases) = std::thread::scope(|scope| {
             let paraphrases = scope.spawn(|| files.paraphrase_table());
             let tables = (|| -> Result<_, MeteorUnavailable> {
-                let function_words: HashSet<String> =
-                    java_lines(&files.jar_text("function/english.words")?)
-                        .map(str::to_string)
-                        .collect();
-                let prefixes =
-                    NonbreakingPrefixes::parse(&files.jar_text("nonbreaking/english.prefixes")?);
-                let synonyms = SynonymDictionary::parse(
-                    &files.jar_text("synonym/english.exceptions")?,
-                    &files.jar_text("synonym/english.synsets")?,
-                )
-                .map_err(|e| files.corrupt("synonym/english.synsets", e))?;
+                let function_words: HashSet<String> = java_lines(&files.jar_text("function/english.words")?).map(str::to_string).collect();
+                let prefixes = NonbreakingPrefixes::parse(&files.jar_text("nonbreaking/english.prefixes")?);
+                let synonyms =
+                    SynonymDictionary::parse(&files.jar_text("synonym/english.exceptions")?, &files.jar_text("synonym/english.synsets")?)
+                        .map_err(|e| files.corrupt("synonym/english.synsets", e))?;
                 Ok((function_words, prefixes, synonyms))
             })();
-            let paraphrases = paraphrases
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let paraphrases = paraphrases.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (tables, paraphrases)
         });
         let (function_words, prefixes, synonyms) = tables?;
-        Ok(Meteor {
-            function_words,
-            prefixes,
-            synonyms,
-            paraphrases: paraphrases?,
-            source: files.source().to_path_buf(),
-        })
+        Ok(Meteor { function_words, prefixes, synonyms, paraphrases: paraphrases?, source: files.source().to_path_buf() })
     }
 
     /// A METEOR with made-up resources, for unit tests.
     #[cfg(test)]
-    pub(crate) fn for_tests(
-        function_words: &[&str],
-        exceptions: &str,
-        synsets: &str,
-        paraphrases: &str,
-    ) -> Meteor {
+    pub(crate) fn for_tests(function_words: &[&str], exceptions: &str, synsets: &str, paraphrases: &str) -> Meteor {
         Meteor {
             function_words: function_words.iter().map(|w| w.to_string()).collect(),
             prefixes: NonbreakingPrefixes::parse("Mr\nv\n"),
@@ -168,9 +144,7 @@ impl Meteor {
 
     /// Normalizes and lowercases a line as `-norm` does, then splits it into words.
     pub fn words(&self, line: &str) -> Vec<String> {
-        string_tokens(&normalize_line(line, &self.prefixes).to_lowercase())
-            .map(str::to_string)
-            .collect()
+        string_tokens(&normalize_line(line, &self.prefixes).to_lowercase()).map(str::to_string).collect()
     }
 
     /// The statistics pycocoevalcap gets for one image: the jar's `SCORE` line for the
@@ -207,11 +181,7 @@ impl Meteor {
     pub fn pair_stats<S: AsRef<str>>(&self, hypothesis: &[S], reference: &[S]) -> MeteorStats {
         let hyp: Vec<&str> = hypothesis.iter().map(AsRef::as_ref).collect();
         let reference: Vec<&str> = reference.iter().map(AsRef::as_ref).collect();
-        align(
-            &Sentence::new(&hyp, self),
-            &Sentence::new(&reference, self),
-            self,
-        )
+        align(&Sentence::new(&hyp, self), &Sentence::new(&reference, self), self)
     }
 
     fn sentence(&self, words: &[String]) -> Sentence {
@@ -236,32 +206,19 @@ impl Meteor {
     }
 
     fn all_image_stats(&self, images: &[TokenizedImage]) -> Vec<MeteorStats> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(images.len().div_ceil(16))
-            .max(1);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(images.len().div_ceil(16)).max(1);
         if threads == 1 {
-            return images
-                .iter()
-                .map(|image| self.image_stats(&image.candidate, &image.references))
-                .collect();
+            return images.iter().map(|image| self.image_stats(&image.candidate, &image.references)).collect();
         }
         let chunk = images.len().div_ceil(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = images
                 .chunks(chunk)
                 .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|image| self.image_stats(&image.candidate, &image.references))
-                            .collect::<Vec<_>>()
-                    })
+                    scope.spawn(move || part.iter().map(|image| self.image_stats(&image.candidate, &image.references)).collect::<Vec<_>>())
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
         })
     }
 }
@@ -281,10 +238,7 @@ mod tests {
         );
         let dir = std::env::temp_dir();
         let error = Meteor::load(&dir).unwrap_err();
-        assert!(
-            error.to_string().contains("neither meteor-1.5.jar"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("neither meteor-1.5.jar"), "{error}");
     }
 
     #[test]
@@ -297,9 +251,6 @@ mod tests {
         // `|||` is removed from the candidate.
         let stats = meteor.image_stats("a ||| dog", &["a dog"]);
         assert_eq!(stats.test_length, 2);
-        assert_eq!(
-            meteor.words("A well-known DOG."),
-            ["a", "well", "known", "dog", "."]
-        );
+        assert_eq!(meteor.words("A well-known DOG."), ["a", "well", "known", "dog", "."]);
     }
 }

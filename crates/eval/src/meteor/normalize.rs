@@ -60,8 +60,7 @@ pub(crate) fn java_lines(text: &str) -> impl Iterator<Item = &str> {
 
 /// Tokens as `java.util.StringTokenizer` splits them (on space, tab, `\n`, `\r` and form feed).
 pub(crate) fn string_tokens(text: &str) -> impl Iterator<Item = &str> {
-    text.split([' ', '\t', '\n', '\r', '\x0c'])
-        .filter(|token| !token.is_empty())
+    text.split([' ', '\t', '\n', '\r', '\x0c']).filter(|token| !token.is_empty())
 }
 
 /// Java's `String.trim()`: strips code units up to U+0020 at both ends.
@@ -204,12 +203,7 @@ fn normalize_double_quotes(text: &str) -> String {
 
 /// Runs of `[ \u2000-\u200a\u202f\u205f\u3000\u00a0]` become one space.
 fn collapse_spaces(text: &str) -> String {
-    let is_space = |c: char| {
-        matches!(
-            c,
-            ' ' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{a0}'
-        )
-    };
+    let is_space = |c: char| matches!(c, ' ' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{a0}');
     let mut out = String::with_capacity(text.len());
     let mut in_run = false;
     for c in text.chars() {
@@ -237,9 +231,7 @@ pub fn normalize_line(line: &str, prefixes: &NonbreakingPrefixes) -> String {
     // Separate out everything but letters, digits, whitespace and . ' ` , - ‘ ’
     let mut t = String::with_capacity(s.len() + 16);
     for c in s.chars() {
-        let keep = is_alnum(c)
-            || is_java_space(c)
-            || matches!(c, '.' | '\'' | '`' | ',' | '-' | '\u{2018}' | '\u{2019}');
+        let keep = is_alnum(c) || is_java_space(c) || matches!(c, '.' | '\'' | '`' | ',' | '-' | '\u{2018}' | '\u{2019}');
         if keep {
             t.push(c);
         } else {
@@ -263,16 +255,7 @@ pub fn normalize_line(line: &str, prefixes: &NonbreakingPrefixes) -> String {
     s = replace_triples(&s, |c| !is_digit(c), ',', is_digit, spaced(","));
 
     // Quotes and dashes
-    s = s
-        .chars()
-        .map(|c| {
-            if matches!(c, '`' | '\u{2018}' | '\u{2019}') {
-                '\''
-            } else {
-                c
-            }
-        })
-        .collect();
+    s = s.chars().map(|c| if matches!(c, '`' | '\u{2018}' | '\u{2019}') { '\'' } else { c }).collect();
     s = normalize_double_quotes(&s);
     s = s.replace('\u{2013}', "-");
     s = s.replace("--", "-");
@@ -290,13 +273,7 @@ pub fn normalize_line(line: &str, prefixes: &NonbreakingPrefixes) -> String {
 
     // English contractions
     s = replace_triples(&s, |c| !is_alpha(c), '\'', |c| !is_alpha(c), spaced("'"));
-    s = replace_triples(
-        &s,
-        |c| !is_alpha(c) && !is_digit(c),
-        '\'',
-        is_alpha,
-        spaced("'"),
-    );
+    s = replace_triples(&s, |c| !is_alpha(c) && !is_digit(c), '\'', is_alpha, spaced("'"));
     s = replace_triples(&s, is_alpha, '\'', |c| !is_alpha(c), spaced("'"));
     s = replace_triples(&s, is_alpha, '\'', is_alpha, attached_right("'"));
     s = replace_triples(&s, is_digit, '\'', |c| c == 's', attached_right("'"));
@@ -314,8 +291,7 @@ pub fn normalize_line(line: &str, prefixes: &NonbreakingPrefixes) -> String {
                 out.push_str(&word.replace('.', ""));
             } else if kind == Some(false)
                 || next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_lowercase()))
-                || (kind == Some(true)
-                    && next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())))
+                || (kind == Some(true) && next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())))
             {
                 // A non-breaking prefix, or a lowercase word follows: the dot stays.
                 out.push_str(word);
@@ -342,8 +318,7 @@ pub fn normalize_line(line: &str, prefixes: &NonbreakingPrefixes) -> String {
 mod tests {
     use super::*;
 
-    const PREFIXES: &str =
-        "# comment\nA\nMr\nv\nvs\ni.e\nrev\ne.g\nNo #NUMERIC_ONLY#\npp #NUMERIC_ONLY#\n";
+    const PREFIXES: &str = "# comment\nA\nMr\nv\nvs\ni.e\nrev\ne.g\nNo #NUMERIC_ONLY#\npp #NUMERIC_ONLY#\n";
 
     fn norm(line: &str) -> String {
         normalize_line(line, &NonbreakingPrefixes::parse(PREFIXES)).to_lowercase()

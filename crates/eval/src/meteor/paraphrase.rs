@@ -103,12 +103,7 @@ impl ParaphraseTable {
     /// `ParaphraseTransducer.getReferencePaths`: for each length `len` (shortest first) such
     /// that `words[start..start + len]` is a reference phrase, its paraphrases (words joined
     /// by single spaces) in file order.
-    pub(crate) fn paths<S: AsRef<str>>(
-        &self,
-        words: &[S],
-        start: usize,
-        mut visit: impl FnMut(usize, &[u8]),
-    ) {
+    pub(crate) fn paths<S: AsRef<str>>(&self, words: &[S], start: usize, mut visit: impl FnMut(usize, &[u8])) {
         let end = words.len().min(start + self.max_len);
         let mut key = Vec::with_capacity(64);
         for stop in start + 1..=end {
@@ -128,11 +123,7 @@ impl ParaphraseTable {
 
 /// Whether `phrase` (words joined by single spaces) occurs in `words` at `at`.
 pub(crate) fn occurs_at<S: AsRef<str>>(words: &[S], at: usize, phrase: &[u8]) -> bool {
-    phrase.split(|&b| b == b' ').enumerate().all(|(k, word)| {
-        words
-            .get(at + k)
-            .is_some_and(|w| w.as_ref().as_bytes() == word)
-    })
+    phrase.split(|&b| b == b' ').enumerate().all(|(k, word)| words.get(at + k).is_some_and(|w| w.as_ref().as_bytes() == word))
 }
 
 /// Number of words in a phrase (words joined by single spaces).
@@ -163,14 +154,8 @@ fn canonical<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     let is_delimiter = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\x0c');
     // Branch-free scans (they vectorize): control bytes, and two spaces in a row.
     let controls = line.iter().fold(false, |acc, &b| acc | (b < b' '));
-    let double_spaces = line
-        .iter()
-        .zip(line.iter().skip(1))
-        .fold(false, |acc, (&a, &b)| acc | ((a == b' ') & (b == b' ')));
-    let clean = !controls
-        && !double_spaces
-        && !line.first().is_some_and(is_delimiter)
-        && !line.last().is_some_and(is_delimiter);
+    let double_spaces = line.iter().zip(line.iter().skip(1)).fold(false, |acc, (&a, &b)| acc | ((a == b' ') & (b == b' ')));
+    let clean = !controls && !double_spaces && !line.first().is_some_and(is_delimiter) && !line.last().is_some_and(is_delimiter);
     if clean {
         return line;
     }
@@ -221,11 +206,7 @@ impl Builder {
                         None => {
                             let group = self.groups_seen;
                             self.groups_seen += 1;
-                            let words = if reference.is_empty() {
-                                0
-                            } else {
-                                phrase_len(reference)
-                            };
+                            let words = if reference.is_empty() { 0 } else { phrase_len(reference) };
                             self.table.max_len = self.table.max_len.max(words);
                             self.table.groups.insert(reference.into(), (group, 0));
                             group
@@ -240,9 +221,8 @@ impl Builder {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 let paraphrase = canonical(line, &mut scratch);
                 self.table.text.extend_from_slice(paraphrase);
-                let end = u32::try_from(self.table.text.len()).map_err(|_| {
-                    std::io::Error::new(ErrorKind::InvalidData, "paraphrase table too large")
-                })?;
+                let end = u32::try_from(self.table.text.len())
+                    .map_err(|_| std::io::Error::new(ErrorKind::InvalidData, "paraphrase table too large"))?;
                 self.table.starts.push(end);
                 self.entry_groups.push(self.group);
                 self.scratch = scratch;
@@ -254,10 +234,7 @@ impl Builder {
     fn finish(mut self) -> std::io::Result<ParaphraseTable> {
         let mut table = self.table;
         if self.line_in_entry != 0 {
-            return Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                "paraphrase table ends in the middle of an entry",
-            ));
+            return Err(std::io::Error::new(ErrorKind::InvalidData, "paraphrase table ends in the middle of an entry"));
         }
         if self.unsorted {
             // Regroup the entries, keeping file order within each group.
@@ -268,17 +245,12 @@ impl Builder {
             starts.push(0);
             for &e in &order {
                 let e = e as usize;
-                text.extend_from_slice(
-                    &table.text[table.starts[e] as usize..table.starts[e + 1] as usize],
-                );
+                text.extend_from_slice(&table.text[table.starts[e] as usize..table.starts[e + 1] as usize]);
                 starts.push(text.len() as u32);
             }
             table.text = text;
             table.starts = starts;
-            self.entry_groups = order
-                .iter()
-                .map(|&e| self.entry_groups[e as usize])
-                .collect();
+            self.entry_groups = order.iter().map(|&e| self.entry_groups[e as usize]).collect();
         }
         let mut ranges = vec![(0u32, 0u32); self.groups_seen as usize];
         let mut start = 0;
@@ -303,10 +275,7 @@ impl Builder {
 }
 
 fn invalid(e: std::str::Utf8Error) -> std::io::Error {
-    std::io::Error::new(
-        ErrorKind::InvalidData,
-        format!("paraphrase table is not UTF-8: {e}"),
-    )
+    std::io::Error::new(ErrorKind::InvalidData, format!("paraphrase table is not UTF-8: {e}"))
 }
 
 /// FxHash (rustc's hasher): much faster than SipHash on millions of short keys; the keys are
@@ -376,15 +345,7 @@ mod tests {
         table.paths(&words, 0, |len, phrase| {
             seen.push((len, String::from_utf8(phrase.to_vec()).unwrap()));
         });
-        assert_eq!(
-            seen,
-            [
-                (1, "z".into()),
-                (2, "c".into()),
-                (2, "d e".into()),
-                (2, "c".into())
-            ]
-        );
+        assert_eq!(seen, [(1, "z".into()), (2, "c".into()), (2, "d e".into()), (2, "c".into())]);
         let mut none = 0;
         table.paths(&words, 2, |_, _| none += 1);
         assert_eq!(none, 0);

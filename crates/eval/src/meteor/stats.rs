@@ -41,9 +41,7 @@ impl MeteorStats {
     /// Whether the segment matched completely in one chunk (its fragmentation is 0, and its
     /// chunk is left out of corpus totals).
     fn is_perfect(&self) -> bool {
-        self.test_total_matches() == self.test_length
-            && self.reference_total_matches() == self.reference_length
-            && self.chunks == 1
+        self.test_total_matches() == self.test_length && self.reference_total_matches() == self.reference_length && self.chunks == 1
     }
 
     /// Adds a segment as `MeteorStats.addStats` does: the chunk of a perfect segment is not
@@ -69,11 +67,9 @@ impl MeteorStats {
     /// parameters), with Java's order of floating-point operations.
     pub fn score(&self) -> f64 {
         let f = |v: u64| v as f64;
-        let test_weighted_length = DELTA * f(self.test_length - self.test_function_words)
-            + (1.0 - DELTA) * f(self.test_function_words);
-        let reference_weighted_length = DELTA
-            * f(self.reference_length - self.reference_function_words)
-            + (1.0 - DELTA) * f(self.reference_function_words);
+        let test_weighted_length = DELTA * f(self.test_length - self.test_function_words) + (1.0 - DELTA) * f(self.test_function_words);
+        let reference_weighted_length =
+            DELTA * f(self.reference_length - self.reference_function_words) + (1.0 - DELTA) * f(self.reference_function_words);
         let mut test_weighted = 0.0;
         let mut reference_weighted = 0.0;
         for (m, w) in self.module_matches.iter().zip(MODULE_WEIGHTS) {
@@ -91,11 +87,7 @@ impl MeteorStats {
         let precision = test_weighted / test_weighted_length;
         let recall = reference_weighted / reference_weighted_length;
         let f_mean = 1.0 / (((1.0 - ALPHA) / precision) + (ALPHA / recall));
-        let frag = if self.is_perfect() {
-            0.0
-        } else {
-            f(self.chunks) / (f(self.test_word_matches + self.reference_word_matches) / 2.0)
-        };
+        let frag = if self.is_perfect() { 0.0 } else { f(self.chunks) / (f(self.test_word_matches + self.reference_word_matches) / 2.0) };
         let penalty = GAMMA * frag.powf(BETA);
         let score = f_mean * (1.0 - penalty);
         if score.is_nan() { 0.0 } else { score.max(0.0) }
@@ -103,25 +95,12 @@ impl MeteorStats {
 
     /// The statistics line the jar prints (`14.0 11.0 ...`, 23 numbers).
     pub fn to_jar_line(&self) -> String {
-        let mut values = vec![
-            self.test_length,
-            self.reference_length,
-            self.test_function_words,
-            self.reference_function_words,
-        ];
+        let mut values = vec![self.test_length, self.reference_length, self.test_function_words, self.reference_function_words];
         for m in &self.module_matches {
             values.extend_from_slice(m);
         }
-        values.extend([
-            self.chunks,
-            self.test_word_matches,
-            self.reference_word_matches,
-        ]);
-        values
-            .iter()
-            .map(|v| format!("{v}.0"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        values.extend([self.chunks, self.test_word_matches, self.reference_word_matches]);
+        values.iter().map(|v| format!("{v}.0")).collect::<Vec<_>>().join(" ")
     }
 }
 

@@ -12,11 +12,7 @@ pub fn stem_utf16(word: &[u16]) -> Vec<u16> {
     if word.len() < 3 {
         return word.to_vec();
     }
-    let mut s = Stemmer {
-        w: word.to_vec(),
-        p1: 0,
-        p2: 0,
-    };
+    let mut s = Stemmer { w: word.to_vec(), p1: 0, p2: 0 };
     s.prelude();
     s.mark_regions();
     s.step_1a();
@@ -81,10 +77,7 @@ fn exception1(word: &[u16]) -> Option<Vec<u16>> {
         ("bias", "bias"),
         ("andes", "andes"),
     ];
-    EXCEPTIONS
-        .iter()
-        .find(|(from, _)| eq_ascii(word, from))
-        .map(|(_, to)| ascii(to))
+    EXCEPTIONS.iter().find(|(from, _)| eq_ascii(word, from)).map(|(_, to)| ascii(to))
 }
 
 struct Stemmer {
@@ -149,10 +142,8 @@ impl Stemmer {
         let n = self.w.len();
         self.p1 = n;
         self.p2 = n;
-        let prefix = ["gener", "commun", "arsen"]
-            .iter()
-            .find(|p| self.w.len() >= p.len() && eq_ascii(&self.w[..p.len()], p))
-            .map(|p| p.len());
+        let prefix =
+            ["gener", "commun", "arsen"].iter().find(|p| self.w.len() >= p.len() && eq_ascii(&self.w[..p.len()], p)).map(|p| p.len());
         let Some(p1) = prefix.or_else(|| self.after_vowel_consonant(0)) else {
             return;
         };
@@ -166,8 +157,7 @@ impl Stemmer {
         if let Some((_, start)) = self.longest_suffix(&["'s'", "'s", "'"]) {
             self.w.truncate(start);
         }
-        let Some((which, start)) = self.longest_suffix(&["sses", "ied", "ies", "s", "us", "ss"])
-        else {
+        let Some((which, start)) = self.longest_suffix(&["sses", "ied", "ies", "s", "us", "ss"]) else {
             return;
         };
         match which {
@@ -185,17 +175,11 @@ impl Stemmer {
     }
 
     fn exception2(&self) -> bool {
-        [
-            "inning", "outing", "canning", "herring", "earring", "proceed", "exceed", "succeed",
-        ]
-        .iter()
-        .any(|w| eq_ascii(&self.w, w))
+        ["inning", "outing", "canning", "herring", "earring", "proceed", "exceed", "succeed"].iter().any(|w| eq_ascii(&self.w, w))
     }
 
     fn step_1b(&mut self) {
-        let Some((which, start)) =
-            self.longest_suffix(&["eed", "eedly", "ed", "edly", "ing", "ingly"])
-        else {
+        let Some((which, start)) = self.longest_suffix(&["eed", "eedly", "ed", "edly", "ing", "ingly"]) else {
             return;
         };
         if which < 2 {
@@ -220,10 +204,7 @@ impl Stemmer {
 
     fn step_1c(&mut self) {
         let n = self.w.len();
-        if n >= 3
-            && (self.w[n - 1] == u16::from(b'y') || self.w[n - 1] == u16::from(b'Y'))
-            && !is_vowel(self.w[n - 2])
-        {
+        if n >= 3 && (self.w[n - 1] == u16::from(b'y') || self.w[n - 1] == u16::from(b'Y')) && !is_vowel(self.w[n - 2]) {
             self.w[n - 1] = u16::from(b'i');
         }
     }
@@ -270,11 +251,7 @@ impl Stemmer {
                 }
             }
             "li" => {
-                if start >= 1
-                    && b"cdeghkmnrt"
-                        .iter()
-                        .any(|&c| self.w[start - 1] == u16::from(c))
-                {
+                if start >= 1 && b"cdeghkmnrt".iter().any(|&c| self.w[start - 1] == u16::from(c)) {
                     self.w.truncate(start);
                 }
             }
@@ -310,8 +287,8 @@ impl Stemmer {
 
     fn step_4(&mut self) {
         const SUFFIXES: [&str; 18] = [
-            "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ism",
-            "ate", "iti", "ous", "ive", "ize", "ion",
+            "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ism", "ate", "iti", "ous", "ive", "ize",
+            "ion",
         ];
         let Some((which, start)) = self.longest_suffix(&SUFFIXES) else {
             return;
@@ -320,9 +297,7 @@ impl Stemmer {
             return;
         }
         if SUFFIXES[which] == "ion" {
-            if start >= 1
-                && (self.w[start - 1] == u16::from(b's') || self.w[start - 1] == u16::from(b't'))
-            {
+            if start >= 1 && (self.w[start - 1] == u16::from(b's') || self.w[start - 1] == u16::from(b't')) {
                 self.w.truncate(start);
             }
         } else {

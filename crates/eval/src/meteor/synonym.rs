@@ -23,10 +23,7 @@ impl SynonymDictionary {
         while let Some(base) = lines.next() {
             let forms = lines.next().unwrap_or("");
             for form in string_tokens(forms) {
-                word_to_bases
-                    .entry(form.to_string())
-                    .or_default()
-                    .push(base.to_string());
+                word_to_bases.entry(form.to_string()).or_default().push(base.to_string());
             }
         }
         let mut word_to_synsets = HashMap::new();
@@ -35,19 +32,14 @@ impl SynonymDictionary {
             let offsets = lines.next().unwrap_or("");
             let mut set = Vec::new();
             for token in string_tokens(offsets) {
-                let offset: i32 = token
-                    .parse()
-                    .map_err(|_| format!("bad synset offset {token:?} for {word:?}"))?;
+                let offset: i32 = token.parse().map_err(|_| format!("bad synset offset {token:?} for {word:?}"))?;
                 set.push(offset);
             }
             set.sort_unstable();
             set.dedup();
             word_to_synsets.insert(word.to_string(), set);
         }
-        Ok(SynonymDictionary {
-            word_to_bases,
-            word_to_synsets,
-        })
+        Ok(SynonymDictionary { word_to_bases, word_to_synsets })
     }
 
     /// Whether WordNet (as METEOR ships it) has `word`.
@@ -144,11 +136,8 @@ mod tests {
 
     #[test]
     fn bases_and_morphology() {
-        let dict = SynonymDictionary::parse(
-            "man\nmen\ngo\nwent gone\n",
-            "man\n1 2\nmen\n9\ngo\n3\nwent\n8\ndog\n4\nbox\n5\nhurry\n6\n",
-        )
-        .unwrap();
+        let dict =
+            SynonymDictionary::parse("man\nmen\ngo\nwent gone\n", "man\n1 2\nmen\n9\ngo\n3\nwent\n8\ndog\n4\nbox\n5\nhurry\n6\n").unwrap();
         // Irregular forms: the exceptions list wins over the suffix rules.
         assert_eq!(dict.all_synsets("men"), [1, 2, 9]);
         assert_eq!(dict.all_synsets("went"), [3, 8]);

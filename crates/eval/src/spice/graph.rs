@@ -17,10 +17,7 @@ impl Concept {
     fn new(word: &str, dict: &SynonymDictionary) -> Concept {
         let word = word.trim().to_lowercase();
         let synsets = dict.all_synsets(&word.replace(' ', "_"));
-        Concept {
-            strings: vec![word],
-            synsets,
-        }
+        Concept { strings: vec![word], synsets }
     }
 
     fn strings_intersect(&self, other: &Concept) -> bool {
@@ -51,11 +48,7 @@ impl Concept {
             }
         }
         let union = a.len() + b.len() - common;
-        if union == 0 {
-            0.0
-        } else {
-            common as f64 / union as f64
-        }
+        if union == 0 { 0.0 } else { common as f64 / union as f64 }
     }
 
     fn merge(&mut self, other: Concept) {
@@ -115,11 +108,7 @@ impl SceneGraph {
                     let node = self.node(Concept::new(o, dict));
                     self.add_attribute(node, Concept::new(a, dict));
                 }
-                Tuple::Relation {
-                    subject,
-                    predicate,
-                    object,
-                } => {
+                Tuple::Relation { subject, predicate, object } => {
                     let source = self.node(Concept::new(subject, dict));
                     let target = self.node(Concept::new(object, dict));
                     self.add_relation(source, target, Concept::new(predicate, dict));
@@ -147,10 +136,7 @@ impl SceneGraph {
                 i
             }
             None => {
-                self.nodes.push(Node {
-                    object: concept,
-                    attributes: Vec::new(),
-                });
+                self.nodes.push(Node { object: concept, attributes: Vec::new() });
                 self.nodes.len() - 1
             }
         }
@@ -168,24 +154,12 @@ impl SceneGraph {
     }
 
     fn add_relation(&mut self, source: usize, target: usize, relation: Concept) {
-        if self
-            .edges
-            .iter()
-            .any(|e| e.source == source && e.target == target && e.relation == relation)
-        {
+        if self.edges.iter().any(|e| e.source == source && e.target == target && e.relation == relation) {
             return;
         }
-        match self
-            .edges
-            .iter_mut()
-            .find(|e| e.source == source && e.target == target && e.relation.similar_to(&relation))
-        {
+        match self.edges.iter_mut().find(|e| e.source == source && e.target == target && e.relation.similar_to(&relation)) {
             Some(edge) => edge.relation.merge(relation),
-            None => self.edges.push(Edge {
-                source,
-                target,
-                relation,
-            }),
+            None => self.edges.push(Edge { source, target, relation }),
         }
     }
 
@@ -200,11 +174,7 @@ impl SceneGraph {
             }
         }
         for edge in &self.edges {
-            out.push(vec![
-                &self.nodes[edge.source].object,
-                &edge.relation,
-                &self.nodes[edge.target].object,
-            ]);
+            out.push(vec![&self.nodes[edge.source].object, &edge.relation, &self.nodes[edge.target].object]);
         }
         out
     }
@@ -223,15 +193,8 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 7] = [
-        Category::All,
-        Category::Object,
-        Category::Attribute,
-        Category::Relation,
-        Category::Color,
-        Category::Cardinality,
-        Category::Size,
-    ];
+    pub const ALL: [Category; 7] =
+        [Category::All, Category::Object, Category::Attribute, Category::Relation, Category::Color, Category::Cardinality, Category::Size];
 
     /// The name SPICE gives the subset in its JSON output.
     pub fn name(self) -> &'static str {
@@ -247,9 +210,7 @@ impl Category {
     }
 
     fn contains(self, tuple: &[&Concept]) -> bool {
-        let attribute_in = |list: &[&str]| {
-            tuple.len() == 2 && tuple[1].single_word().is_some_and(|w| list.contains(&w))
-        };
+        let attribute_in = |list: &[&str]| tuple.len() == 2 && tuple[1].single_word().is_some_and(|w| list.contains(&w));
         match self {
             Category::All => true,
             Category::Object => tuple.len() == 1,
@@ -276,13 +237,8 @@ pub struct Counts {
 pub fn count_all(candidate: &SceneGraph, reference: &SceneGraph) -> [Counts; 7] {
     let test = candidate.tuples();
     let refs = reference.tuples();
-    let matched: Vec<bool> = test
-        .iter()
-        .map(|t| {
-            refs.iter()
-                .any(|r| r.len() == t.len() && r.iter().zip(t.iter()).all(|(a, b)| a.similar_to(b)))
-        })
-        .collect();
+    let matched: Vec<bool> =
+        test.iter().map(|t| refs.iter().any(|r| r.len() == t.len() && r.iter().zip(t.iter()).all(|(a, b)| a.similar_to(b)))).collect();
     Category::ALL.map(|category| {
         // A tuple matches only tuples of its own length, and the categories are decided
         // by the tuple alone, so a match found in the full set is one in the subset.
@@ -302,10 +258,6 @@ pub fn count_all(candidate: &SceneGraph, reference: &SceneGraph) -> [Counts; 7] 
 fn subset_match(t: &[&Concept], refs: &[Vec<&Concept>], category: Category) -> bool {
     match category {
         Category::All | Category::Object | Category::Attribute | Category::Relation => true,
-        _ => refs.iter().any(|r| {
-            category.contains(r)
-                && r.len() == t.len()
-                && r.iter().zip(t.iter()).all(|(a, b)| a.similar_to(b))
-        }),
+        _ => refs.iter().any(|r| category.contains(r) && r.len() == t.len() && r.iter().zip(t.iter()).all(|(a, b)| a.similar_to(b))),
     }
 }

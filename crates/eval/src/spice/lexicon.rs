@@ -8,14 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 /// SPICE's `Cardinality` subset: attributes that are one of these words.
-pub const CARDINALITY_WORDS: [&str; 10] = [
-    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-];
+pub const CARDINALITY_WORDS: [&str; 10] = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
 
 /// SPICE's `Color` subset.
 pub const COLOR_WORDS: [&str; 18] = [
-    "black", "brown", "blue", "red", "yellow", "pink", "gray", "grey", "green", "dark", "light",
-    "white", "cream", "orange", "purple", "maroon", "beige", "violet",
+    "black", "brown", "blue", "red", "yellow", "pink", "gray", "grey", "green", "dark", "light", "white", "cream", "orange", "purple",
+    "maroon", "beige", "violet",
 ];
 
 /// SPICE's `Size` subset (the size adjectives of SPICE 1.0's tuple filter).
@@ -386,11 +384,7 @@ impl Lexicon {
     fn build() -> Lexicon {
         let mut adjectives = set(ADJECTIVES);
         adjectives.extend(COLOR_WORDS);
-        adjectives.extend(
-            SIZE_WORDS
-                .iter()
-                .filter(|w| **w != "baby" && **w != "minute"),
-        );
+        adjectives.extend(SIZE_WORDS.iter().filter(|w| **w != "baby" && **w != "minute"));
         let irregular_verbs = [
             ("sat", "sit"),
             ("stood", "stand"),

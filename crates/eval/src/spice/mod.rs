@@ -50,39 +50,16 @@ pub struct CategoryScore {
 
 impl CategoryScore {
     fn new(counts: Counts, allow_nan: bool) -> CategoryScore {
-        let Counts {
-            tp,
-            candidate,
-            reference,
-        } = counts;
+        let Counts { tp, candidate, reference } = counts;
         let (pr, re, f) = if allow_nan && reference == 0 {
             (f64::NAN, f64::NAN, f64::NAN)
         } else {
-            let pr = if candidate > 0 {
-                tp as f64 / candidate as f64
-            } else {
-                0.0
-            };
-            let re = if reference > 0 {
-                tp as f64 / reference as f64
-            } else {
-                0.0
-            };
-            let f = if pr > 0.0 && re > 0.0 {
-                2.0 * pr * re / (pr + re)
-            } else {
-                0.0
-            };
+            let pr = if candidate > 0 { tp as f64 / candidate as f64 } else { 0.0 };
+            let re = if reference > 0 { tp as f64 / reference as f64 } else { 0.0 };
+            let f = if pr > 0.0 && re > 0.0 { 2.0 * pr * re / (pr + re) } else { 0.0 };
             (pr, re, f)
         };
-        CategoryScore {
-            pr,
-            re,
-            f,
-            tp,
-            fp: candidate - tp,
-            fn_: reference - tp,
-        }
+        CategoryScore { pr, re, f, tp, fp: candidate - tp, fn_: reference - tp }
     }
 }
 
@@ -108,10 +85,7 @@ pub struct ImageScores {
 
 impl ImageScores {
     pub fn get(&self, category: Category) -> &CategoryScore {
-        let index = Category::ALL
-            .iter()
-            .position(|c| *c == category)
-            .expect("every category is listed");
+        let index = Category::ALL.iter().position(|c| *c == category).expect("every category is listed");
         &self.categories[index]
     }
 
@@ -169,10 +143,7 @@ impl Spice {
     }
 
     fn morphology(&self) -> Morphology<'_> {
-        Morphology {
-            dict: &self.synonyms,
-            lexicon: Lexicon::get(),
-        }
+        Morphology { dict: &self.synonyms, lexicon: Lexicon::get() }
     }
 
     /// The tuples of one tokenized (lowercase, space-separated) caption, in extraction
@@ -197,11 +168,7 @@ impl Spice {
 
     /// The scene graphs' tuples as SPICE prints them (`(man, ride, horse)`, merged concepts
     /// as `a/b`): the candidate's, then the references' merged graph.
-    pub fn graph_tuples<S: AsRef<str>>(
-        &self,
-        candidate: &str,
-        references: &[S],
-    ) -> (Vec<String>, Vec<String>) {
+    pub fn graph_tuples<S: AsRef<str>>(&self, candidate: &str, references: &[S]) -> (Vec<String>, Vec<String>) {
         let print = |graph: &SceneGraph| {
             graph
                 .tuples()
@@ -212,10 +179,7 @@ impl Spice {
                 })
                 .collect()
         };
-        (
-            print(&self.graph(&[candidate])),
-            print(&self.graph(references)),
-        )
+        (print(&self.graph(&[candidate])), print(&self.graph(references)))
     }
 
     /// One image: the candidate's graph against the references' merged graph.
@@ -232,34 +196,19 @@ impl Spice {
 
     /// Scores every image (in parallel) and the corpus (mean per-image `All` F1).
     pub fn score(&self, images: &[TokenizedImage]) -> SpiceScores {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(images.len().div_ceil(64))
-            .max(1);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(images.len().div_ceil(64)).max(1);
         let score = |image: &TokenizedImage| self.image_scores(&image.candidate, &image.references);
         let per_image: Vec<ImageScores> = if threads == 1 {
             images.iter().map(score).collect()
         } else {
             let chunk = images.len().div_ceil(threads);
             std::thread::scope(|scope| {
-                let handles: Vec<_> = images
-                    .chunks(chunk)
-                    .map(|part| scope.spawn(move || part.iter().map(score).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
+                let handles: Vec<_> =
+                    images.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(score).collect::<Vec<_>>())).collect();
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
             })
         };
         let fs: Vec<f64> = per_image.iter().map(ImageScores::f).collect();
-        SpiceScores {
-            corpus: if fs.is_empty() {
-                f64::NAN
-            } else {
-                crate::numpy_mean::numpy_mean(&fs)
-            },
-            per_image,
-        }
+        SpiceScores { corpus: if fs.is_empty() { f64::NAN } else { crate::numpy_mean::numpy_mean(&fs) }, per_image }
     }
 }

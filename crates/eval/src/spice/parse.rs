@@ -30,11 +30,7 @@ pub enum Tuple {
     Attribute(String, String),
     /// A relation between two objects, in SPICE's printed order: `(man, ride, horse)` is
     /// `Relation { subject: "man", predicate: "ride", object: "horse" }`.
-    Relation {
-        subject: String,
-        predicate: String,
-        object: String,
-    },
+    Relation { subject: String, predicate: String, object: String },
 }
 
 impl Tuple {
@@ -43,11 +39,7 @@ impl Tuple {
         match self {
             Tuple::Object(o) => vec![o],
             Tuple::Attribute(o, a) => vec![o, a],
-            Tuple::Relation {
-                subject,
-                predicate,
-                object,
-            } => vec![subject, predicate, object],
+            Tuple::Relation { subject, predicate, object } => vec![subject, predicate, object],
         }
     }
 }
@@ -259,9 +251,7 @@ const KEEP_PLURAL: &[&str] = &["people", "glasses"];
 /// `each other`, `one another`: no object.
 const RECIPROCALS: &[&str] = &["each other", "one another"];
 
-const MIDDLE_NOUNS: &[&str] = &[
-    "front", "top", "back", "side", "place", "addition", "spite", "behalf", "case", "means",
-];
+const MIDDLE_NOUNS: &[&str] = &["front", "top", "back", "side", "place", "addition", "spite", "behalf", "case", "means"];
 
 /// The lemmatizer: WordNet's exception lists and suffix rules (METEOR's data), verb
 /// lemmas preferring the verb lexicon.
@@ -282,19 +272,13 @@ impl Morphology<'_> {
         {
             return (base.clone(), true);
         }
-        if word.len() <= 3
-            || word.ends_with("ss")
-            || ((word.ends_with("us") || word.ends_with("is")) && self.dict.contains(word))
-        {
+        if word.len() <= 3 || word.ends_with("ss") || ((word.ends_with("us") || word.ends_with("is")) && self.dict.contains(word)) {
             return (word.to_string(), false);
         }
         let looks_plural = word.ends_with('s')
             || word.ends_with("men")
             || word.ends_with("ren")
-            || matches!(
-                word,
-                "feet" | "teeth" | "mice" | "geese" | "lice" | "data" | "media"
-            );
+            || matches!(word, "feet" | "teeth" | "mice" | "geese" | "lice" | "data" | "media");
         if !looks_plural {
             return (word.to_string(), false);
         }
@@ -303,16 +287,8 @@ impl Morphology<'_> {
         }
         // WordNet's noun rules, with the sibilant ones first (`bunches` is `bunch`, not the
         // surname `bunche`).
-        const RULES: [(&str, &str); 8] = [
-            ("ches", "ch"),
-            ("shes", "sh"),
-            ("xes", "x"),
-            ("zes", "z"),
-            ("s", ""),
-            ("ses", "s"),
-            ("men", "man"),
-            ("ies", "y"),
-        ];
+        const RULES: [(&str, &str); 8] =
+            [("ches", "ch"), ("shes", "sh"), ("xes", "x"), ("zes", "z"), ("s", ""), ("ses", "s"), ("men", "man"), ("ies", "y")];
         for (suffix, replacement) in RULES {
             if let Some(stem) = word.strip_suffix(suffix) {
                 let candidate = format!("{stem}{replacement}");
@@ -374,16 +350,8 @@ impl Morphology<'_> {
                 return Some((base.clone(), form));
             }
         }
-        const RULES: [(&str, &str); 8] = [
-            ("ies", "y"),
-            ("es", "e"),
-            ("es", ""),
-            ("s", ""),
-            ("ed", "e"),
-            ("ed", ""),
-            ("ing", "e"),
-            ("ing", ""),
-        ];
+        const RULES: [(&str, &str); 8] =
+            [("ies", "y"), ("es", "e"), ("es", ""), ("s", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")];
         let mut candidates: Vec<String> = Vec::new();
         for (suffix, replacement) in RULES {
             if let Some(stem) = word.strip_suffix(suffix) {
@@ -399,19 +367,12 @@ impl Morphology<'_> {
                 }
             }
         }
-        candidates
-            .into_iter()
-            .find(|c| lex.verbs.contains(c.as_str()))
-            .map(|c| (c, form))
+        candidates.into_iter().find(|c| lex.verbs.contains(c.as_str())).map(|c| (c, form))
     }
 
     fn lex(&self, word: &str) -> Lex {
         let lex = self.lexicon;
-        if matches!(
-            word,
-            "that" | "'s" | "her" | "to" | "one" | "there" | "like"
-        ) || lex.particles.contains(word)
-        {
+        if matches!(word, "that" | "'s" | "her" | "to" | "one" | "there" | "like") || lex.particles.contains(word) {
             return Lex::Special;
         }
         if word.bytes().all(|b| b.is_ascii_digit()) && !word.is_empty() {
@@ -436,12 +397,7 @@ impl Morphology<'_> {
             return Lex::Special;
         }
         let adjective = lex.adjectives.contains(word)
-            || (word.contains('-')
-                && (word.ends_with("ed")
-                    || word
-                        .rsplit('-')
-                        .next()
-                        .is_some_and(|last| lex.adjectives.contains(last))))
+            || (word.contains('-') && (word.ends_with("ed") || word.rsplit('-').next().is_some_and(|last| lex.adjectives.contains(last))))
             || ((word.ends_with("ful")
                 || word.ends_with("ical")
                 || word.ends_with("ous")
@@ -450,37 +406,18 @@ impl Morphology<'_> {
                 || word.ends_with("able"))
                 && word.len() > 5
                 && !lex.verbs.contains(word));
-        let adverb = !adjective
-            && (lex.adverbs.contains(word)
-                || (word.ends_with("ly") && word.len() > 4 && !LY_NOUNS.contains(&word)));
-        let mut verb = if adjective && !lex.verbs.contains(word) {
-            None
-        } else {
-            self.verb(word)
-        };
+        let adverb = !adjective && (lex.adverbs.contains(word) || (word.ends_with("ly") && word.len() > 4 && !LY_NOUNS.contains(&word)));
+        let mut verb = if adjective && !lex.verbs.contains(word) { None } else { self.verb(word) };
         let mut adjective = adjective;
-        if verb.is_none()
-            && !adjective
-            && word.ends_with("ed")
-            && word.len() > 4
-            && !lex.ed_non_verbs.contains(word)
-        {
+        if verb.is_none() && !adjective && word.ends_with("ed") && word.len() > 4 && !lex.ed_non_verbs.contains(word) {
             adjective = true;
         }
         if adjective && verb.as_ref().is_some_and(|(_, f)| *f == Form::Base) {
             // `open`, `clean`: adjectives first; the verb reading is rare in captions.
             verb = None;
         }
-        let noun_dominant = verb
-            .as_ref()
-            .is_some_and(|(lemma, _)| lex.noun_dominant_verbs.contains(lemma.as_str()));
-        Lex::Open(Open {
-            adjective,
-            verb,
-            noun_dominant,
-            ing_noun: lex.ing_nouns.contains(word),
-            adverb,
-        })
+        let noun_dominant = verb.as_ref().is_some_and(|(lemma, _)| lex.noun_dominant_verbs.contains(lemma.as_str()));
+        Lex::Open(Open { adjective, verb, noun_dominant, ing_noun: lex.ing_nouns.contains(word), adverb })
     }
 }
 
@@ -500,8 +437,7 @@ fn join_multiword(words: &[&str]) -> (Vec<String>, Vec<String>) {
         }
         let after_determiner = i > 0 && Lexicon::get().determiners.contains(words[i - 1]);
         for mwp in MULTIWORD_PREPOSITIONS {
-            if !after_determiner && words.len() - i >= mwp.len() && words[i..i + mwp.len()] == **mwp
-            {
+            if !after_determiner && words.len() - i >= mwp.len() && words[i..i + mwp.len()] == **mwp {
                 // `next to`, `close to`: only as prepositions before a noun phrase.
                 out.push(mwp.join(" "));
                 if mwp.len() == 3 && MIDDLE_NOUNS.contains(&mwp[1]) {
@@ -543,13 +479,8 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
         let next_word = words.get(i + 1).map(String::as_str);
         let next_nominal = next.is_some_and(|n| n.nominal() || n.adjective())
             || next_word.is_some_and(|w| matches!(w, "one" | "her"))
-            || (next.is_some_and(|n| n.closed(Tag::Conj))
-                && lexes
-                    .get(i + 2)
-                    .is_some_and(|n| n.adjective() || n.nominal()));
-        let next_noun_phrase = next.is_some_and(|n| {
-            n.nominal() || n.adjective() || n.closed(Tag::Det) || n.closed(Tag::Num)
-        });
+            || (next.is_some_and(|n| n.closed(Tag::Conj)) && lexes.get(i + 2).is_some_and(|n| n.adjective() || n.nominal()));
+        let next_noun_phrase = next.is_some_and(|n| n.nominal() || n.adjective() || n.closed(Tag::Det) || n.closed(Tag::Num));
         let mut lemma = word.to_string();
         let mut plural = false;
         let tag = match &lexes[i] {
@@ -557,9 +488,7 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
             Lex::Closed(tag) => *tag,
             Lex::Special => match word {
                 "that" => {
-                    if matches!(prev, Some(Tag::Noun | Tag::Pron))
-                        || next.is_some_and(|n| n.verbal())
-                    {
+                    if matches!(prev, Some(Tag::Noun | Tag::Pron)) || next.is_some_and(|n| n.verbal()) {
                         Tag::Rel
                     } else {
                         Tag::Det
@@ -567,9 +496,9 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                 }
                 "'s" => {
                     if matches!(prev, Some(Tag::Pron | Tag::There | Tag::Rel | Tag::Det))
-                        || next.is_some_and(|n| {
-                            matches!(n, Lex::Open(o) if matches!(o.verb, Some((_, Form::Ing | Form::Past))) && !o.adjective)
-                        })
+                        || next.is_some_and(
+                            |n| matches!(n, Lex::Open(o) if matches!(o.verb, Some((_, Form::Ing | Form::Past))) && !o.adjective),
+                        )
                     {
                         lemma = "be".into();
                         Tag::Be
@@ -585,13 +514,9 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                     }
                 }
                 "to" => {
-                    if next.is_some_and(|n| {
-                        n.closed(Tag::Be)
-                            || matches!(n, Lex::Open(o) if matches!(o.verb, Some((_, Form::Base))))
-                    }) && (matches!(prev, Some(Tag::Verb(_) | Tag::Adj | Tag::Adv))
-                        || lexes.get(i + 2).is_none_or(|n| {
-                            n.closed(Tag::Det) || n.closed(Tag::Prep) || n.closed(Tag::Pron)
-                        }))
+                    if next.is_some_and(|n| n.closed(Tag::Be) || matches!(n, Lex::Open(o) if matches!(o.verb, Some((_, Form::Base)))))
+                        && (matches!(prev, Some(Tag::Verb(_) | Tag::Adj | Tag::Adv))
+                            || lexes.get(i + 2).is_none_or(|n| n.closed(Tag::Det) || n.closed(Tag::Prep) || n.closed(Tag::Pron)))
                     {
                         Tag::To
                     } else {
@@ -616,8 +541,7 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                 "has" | "have" | "had" => {
                     lemma = "have".into();
                     if next.is_some_and(|n| {
-                        n.closed(Tag::Be)
-                            || matches!(n, Lex::Open(o) if matches!(o.verb, Some((_, Form::Past))) && !o.adjective)
+                        n.closed(Tag::Be) || matches!(n, Lex::Open(o) if matches!(o.verb, Some((_, Form::Past))) && !o.adjective)
                     }) {
                         Tag::Aux
                     } else if word == "has" {
@@ -640,23 +564,13 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                 }
             },
             Lex::Open(open) => {
-                let after_modifier =
-                    matches!(prev, Some(Tag::Det | Tag::Adj | Tag::Num | Tag::Poss));
+                let after_modifier = matches!(prev, Some(Tag::Det | Tag::Adj | Tag::Num | Tag::Poss));
                 let after_subject = matches!(prev, Some(Tag::Noun | Tag::Rel | Tag::Pron))
-                    || (prev == Some(Tag::Adv)
-                        && toks.len() >= 2
-                        && matches!(toks[toks.len() - 2].tag, Tag::Noun | Tag::Pron));
+                    || (prev == Some(Tag::Adv) && toks.len() >= 2 && matches!(toks[toks.len() - 2].tag, Tag::Noun | Tag::Pron));
                 if open.adverb {
-                    if after_modifier && ADVERB_OR_NOUN.contains(&word) {
-                        Tag::Noun
-                    } else {
-                        Tag::Adv
-                    }
+                    if after_modifier && ADVERB_OR_NOUN.contains(&word) { Tag::Noun } else { Tag::Adv }
                 } else if open.adjective {
-                    if NOUN_OR_ADJECTIVE.contains(&word)
-                        && !next_nominal
-                        && (after_modifier || prev == Some(Tag::Noun))
-                    {
+                    if NOUN_OR_ADJECTIVE.contains(&word) && !next_nominal && (after_modifier || prev == Some(Tag::Noun)) {
                         Tag::Noun
                     } else {
                         Tag::Adj
@@ -670,8 +584,7 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                         Form::Ing => {
                             if open.ing_noun && !matches!(prev, Some(Tag::Be)) {
                                 Tag::Noun
-                            } else if after_modifier || prev == Some(Tag::Prep) && !next_noun_phrase
-                            {
+                            } else if after_modifier || prev == Some(Tag::Prep) && !next_noun_phrase {
                                 if next_nominal { Tag::Adj } else { Tag::Noun }
                             } else {
                                 verb(&mut lemma, Form::Ing)
@@ -679,13 +592,8 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                         }
                         Form::Past => {
                             let in_phrase = after_modifier
-                                || (prev == Some(Tag::Noun)
-                                    && toks.len() >= 2
-                                    && matches!(toks[toks.len() - 2].tag, Tag::Det | Tag::Adj));
-                            if in_phrase
-                                && next.is_some_and(|n| n.nominal())
-                                && !next.is_some_and(|n| n.closed(Tag::Num))
-                            {
+                                || (prev == Some(Tag::Noun) && toks.len() >= 2 && matches!(toks[toks.len() - 2].tag, Tag::Det | Tag::Adj));
+                            if in_phrase && next.is_some_and(|n| n.nominal()) && !next.is_some_and(|n| n.closed(Tag::Num)) {
                                 Tag::Adj
                             } else {
                                 verb(&mut lemma, Form::Past)
@@ -693,10 +601,7 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                         }
                         Form::Third => {
                             let singular_subject = after_subject && !prev_plural;
-                            if singular_subject
-                                && (!open.noun_dominant
-                                    || prev_word.is_some_and(|w| lex.pronouns.contains(w)))
-                            {
+                            if singular_subject && (!open.noun_dominant || prev_word.is_some_and(|w| lex.pronouns.contains(w))) {
                                 verb(&mut lemma, Form::Third)
                             } else {
                                 let (l, p) = morph.noun(word);
@@ -707,20 +612,10 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
                         }
                         Form::Base => {
                             let verbal_context = matches!(prev, Some(Tag::To | Tag::Aux))
-                                || (prev == Some(Tag::Pron)
-                                    && prev_word.is_some_and(|w| {
-                                        matches!(w, "they" | "we" | "i" | "you")
-                                    }))
-                                || ((prev_plural || (coordinated && prev == Some(Tag::Noun)))
-                                    && !open.noun_dominant)
-                                || (prev == Some(Tag::Rel)
-                                    && toks.len() >= 2
-                                    && toks[toks.len() - 2].plural);
-                            if verbal_context {
-                                verb(&mut lemma, Form::Base)
-                            } else {
-                                Tag::Noun
-                            }
+                                || (prev == Some(Tag::Pron) && prev_word.is_some_and(|w| matches!(w, "they" | "we" | "i" | "you")))
+                                || ((prev_plural || (coordinated && prev == Some(Tag::Noun))) && !open.noun_dominant)
+                                || (prev == Some(Tag::Rel) && toks.len() >= 2 && toks[toks.len() - 2].plural);
+                            if verbal_context { verb(&mut lemma, Form::Base) } else { Tag::Noun }
                         }
                     }
                 } else {
@@ -730,9 +625,7 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
         };
         match tag {
             Tag::Conj if prev == Some(Tag::Noun) => coordinated = true,
-            Tag::Verb(_) | Tag::Be | Tag::Aux | Tag::Prep | Tag::Sub | Tag::Rel => {
-                coordinated = false
-            }
+            Tag::Verb(_) | Tag::Be | Tag::Aux | Tag::Prep | Tag::Sub | Tag::Rel => coordinated = false,
             _ => {}
         }
         if tag == Tag::Noun && lemma == word {
@@ -740,12 +633,7 @@ fn tag(words: &[String], morph: &Morphology) -> Vec<Tok> {
             lemma = l;
             plural = p;
         }
-        toks.push(Tok {
-            word: word.to_string(),
-            lemma,
-            tag,
-            plural,
-        });
+        toks.push(Tok { word: word.to_string(), lemma, tag, plural });
     }
     toks
 }
@@ -798,9 +686,7 @@ fn chunk(toks: &[Tok], lexicon: &Lexicon, nps: &mut Vec<Np>, out: &mut Vec<Tuple
                         Tag::Conj => {
                             j > start
                                 && matches!(toks[j - 1].tag, Tag::Adj | Tag::Num)
-                                && toks
-                                    .get(j + 1)
-                                    .is_some_and(|n| matches!(n.tag, Tag::Adj | Tag::Num))
+                                && toks.get(j + 1).is_some_and(|n| matches!(n.tag, Tag::Adj | Tag::Num))
                         }
                         Tag::Adv => j > start && toks.get(j + 1).is_some_and(|n| n.tag == Tag::Adj),
                         _ => false,
@@ -812,16 +698,8 @@ fn chunk(toks: &[Tok], lexicon: &Lexicon, nps: &mut Vec<Np>, out: &mut Vec<Tuple
                 }
                 let head = (start..j).rev().find(|&k| toks[k].tag == Tag::Noun);
                 let Some(head) = head else {
-                    let adjs: Vec<String> = toks[start..j]
-                        .iter()
-                        .filter(|t| t.tag == Tag::Adj)
-                        .map(|t| t.lemma.clone())
-                        .collect();
-                    items.push(if adjs.is_empty() {
-                        Item::Other
-                    } else {
-                        Item::Adjs(adjs)
-                    });
+                    let adjs: Vec<String> = toks[start..j].iter().filter(|t| t.tag == Tag::Adj).map(|t| t.lemma.clone()).collect();
+                    items.push(if adjs.is_empty() { Item::Other } else { Item::Adjs(adjs) });
                     i = j.max(i + 1);
                     continue;
                 };
@@ -830,21 +708,13 @@ fn chunk(toks: &[Tok], lexicon: &Lexicon, nps: &mut Vec<Np>, out: &mut Vec<Tuple
                 // stays an object, the quantified phrase gets the quantifier instead of an
                 // `of` relation.
                 let det = toks[start].word.as_str();
-                let quantity = (end - start == 2
-                    && matches!(det, "a" | "an")
-                    && lexicon.quantity_nouns.contains(toks[head].word.as_str()))
-                    || (end - start == 1
-                        && lexicon
-                            .plural_quantity_words
-                            .contains(toks[head].word.as_str()));
+                let quantity = (end - start == 2 && matches!(det, "a" | "an") && lexicon.quantity_nouns.contains(toks[head].word.as_str()))
+                    || (end - start == 1 && lexicon.plural_quantity_words.contains(toks[head].word.as_str()));
                 if quantity
                     && toks.get(end).is_some_and(|t| t.word == "of")
-                    && toks.get(end + 1).is_some_and(|t| {
-                        matches!(t.tag, Tag::Det | Tag::Num | Tag::Adj | Tag::Noun | Tag::Adv)
-                    })
+                    && toks.get(end + 1).is_some_and(|t| matches!(t.tag, Tag::Det | Tag::Num | Tag::Adj | Tag::Noun | Tag::Adv))
                 {
-                    let phrase: Vec<&str> =
-                        toks[start..=end].iter().map(|t| t.word.as_str()).collect();
+                    let phrase: Vec<&str> = toks[start..=end].iter().map(|t| t.word.as_str()).collect();
                     quantifier = Some(phrase.join(" "));
                     out.push(Tuple::Object(toks[head].lemma.clone()));
                     i = end + 1;
@@ -860,8 +730,7 @@ fn chunk(toks: &[Tok], lexicon: &Lexicon, nps: &mut Vec<Np>, out: &mut Vec<Tuple
             Tag::Pron => {
                 let referent = match tok.word.as_str() {
                     "it" | "them" | "itself" => last_np,
-                    "he" | "she" | "they" | "him" | "her" | "himself" | "herself"
-                    | "themselves" => subject_np,
+                    "he" | "she" | "they" | "him" | "her" | "himself" | "herself" | "themselves" => subject_np,
                     _ => None,
                 };
                 if tok.word == "each" || toks.get(i + 1).is_some_and(|t| t.word == "other") {
@@ -899,20 +768,11 @@ fn chunk(toks: &[Tok], lexicon: &Lexicon, nps: &mut Vec<Np>, out: &mut Vec<Tuple
 }
 
 /// Emits a noun phrase's attributes and object; returns its id.
-fn emit_np(
-    toks: &[Tok],
-    quantifier: Option<&str>,
-    nps: &mut Vec<Np>,
-    out: &mut Vec<Tuple>,
-) -> usize {
+fn emit_np(toks: &[Tok], quantifier: Option<&str>, nps: &mut Vec<Np>, out: &mut Vec<Tuple>) -> usize {
     let head = toks.last().expect("a noun phrase has a head");
     let mut plural = head.plural;
     let numbers: Vec<&Tok> = toks.iter().filter(|t| t.tag == Tag::Num).collect();
-    if numbers.iter().any(|t| t.word != "one")
-        && Lexicon::get()
-            .invariant_plurals
-            .contains(head.word.as_str())
-    {
+    if numbers.iter().any(|t| t.word != "one") && Lexicon::get().invariant_plurals.contains(head.word.as_str()) {
         plural = true;
     }
     for tok in &toks[..toks.len() - 1] {
@@ -930,9 +790,7 @@ fn emit_np(
         }
     }
     out.push(Tuple::Object(head.lemma.clone()));
-    nps.push(Np {
-        head: head.lemma.clone(),
-    });
+    nps.push(Np { head: head.lemma.clone() });
     nps.len() - 1
 }
 
@@ -970,11 +828,7 @@ struct VerbState {
 
 fn relation(nps: &[Np], s: usize, pred: &str, o: usize) -> Tuple {
     let pred = pred.strip_prefix("be ").unwrap_or(pred).to_string();
-    Tuple::Relation {
-        subject: nps[s].head.clone(),
-        predicate: pred,
-        object: nps[o].head.clone(),
-    }
+    Tuple::Relation { subject: nps[s].head.clone(), predicate: pred, object: nps[o].head.clone() }
 }
 
 /// Links the items into relations and predicate attributes. `bare_start`: the caption opens
@@ -1010,11 +864,7 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
         for _ in 0..16 {
             match &roles[n] {
                 Role::Subject => {
-                    return if clause.contains(&n) {
-                        clause.to_vec()
-                    } else {
-                        vec![n]
-                    };
+                    return if clause.contains(&n) { clause.to_vec() } else { vec![n] };
                 }
                 Role::PrepObject(Gov::Noun(g), _) => n = *g,
                 Role::PrepObject(Gov::Verb(v), _) | Role::Object(v) if verbs[*v].fragment => {
@@ -1047,11 +897,8 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
                             let verb = &mut verbs[*v];
                             verb.has_object = true;
                             // `a ball kicked by a boy`: the agent is not part of the predicate.
-                            let pred = if prep == "by" && verb.form == Form::Past {
-                                verb.pred.clone()
-                            } else {
-                                format!("{} {prep}", verb.pred)
-                            };
+                            let pred =
+                                if prep == "by" && verb.form == Form::Past { verb.pred.clone() } else { format!("{} {prep}", verb.pred) };
                             for &s in &verb.subjects {
                                 if s != n {
                                     out.push(relation(nps, s, &pred, n));
@@ -1103,10 +950,7 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
                         Some(Item::Be) => {
                             for &s in &be_subjects {
                                 if s != n {
-                                    out.push(Tuple::Attribute(
-                                        nps[s].head.clone(),
-                                        nps[n].head.clone(),
-                                    ));
+                                    out.push(Tuple::Attribute(nps[s].head.clone(), nps[n].head.clone()));
                                 }
                             }
                             Role::Predicate(be_subjects.clone())
@@ -1189,19 +1033,11 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
                     && lemma != "stand"
                     && matches!(prev, Some(Item::Np(0)))
                     && matches!(items.first(), Some(Item::Np(0)));
-                let subjects = if infinitive || after_sub || fragment {
-                    Vec::new()
-                } else {
-                    subjects
-                };
+                let subjects = if infinitive || after_sub || fragment { Vec::new() } else { subjects };
                 verbs.push(VerbState {
                     pred: lemma.clone(),
                     form: *form,
-                    subjects: if passive {
-                        Vec::new()
-                    } else {
-                        subjects.clone()
-                    },
+                    subjects: if passive { Vec::new() } else { subjects.clone() },
                     nsubj: nsubj && !infinitive,
                     passive,
                     passive_subjects: if passive { subjects } else { Vec::new() },
@@ -1261,9 +1097,7 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
             }
             Item::Rel => {
                 rel_antecedent = match (last_np, &last_role) {
-                    (Some(n), Role::Subject) if clause_subjects.contains(&n) => {
-                        clause_subjects.clone()
-                    }
+                    (Some(n), Role::Subject) if clause_subjects.contains(&n) => clause_subjects.clone(),
                     (Some(n), _) => vec![n],
                     (None, _) => Vec::new(),
                 };
@@ -1291,14 +1125,7 @@ fn link(items: &[Item], nps: &[Np], bare_start: bool, out: &mut Vec<Tuple>) {
 }
 
 /// Gives noun phrase `n` the same role as a coordinated or possessed phrase.
-fn replay(
-    role: &Role,
-    n: usize,
-    nps: &[Np],
-    verbs: &mut [VerbState],
-    clause_subjects: &mut Vec<usize>,
-    out: &mut Vec<Tuple>,
-) {
+fn replay(role: &Role, n: usize, nps: &[Np], verbs: &mut [VerbState], clause_subjects: &mut Vec<usize>, out: &mut Vec<Tuple>) {
     match role {
         Role::Subject => {
             if !clause_subjects.contains(&n) {
@@ -1359,17 +1186,10 @@ fn replay(
 /// (fence) ...`. On the 44 such captions of the real SPICE outputs, SPICE found one attribute
 /// more than the participle reading gives in 37, and missed the subject noun (`docs/spice.md`).
 fn standing_compound(toks: &mut [Tok]) {
-    let Some(i) = toks
-        .iter()
-        .position(|t| !matches!(t.tag, Tag::Adj | Tag::Noun))
-    else {
+    let Some(i) = toks.iter().position(|t| !matches!(t.tag, Tag::Adj | Tag::Noun)) else {
         return;
     };
-    if i > 0
-        && toks[i - 1].tag == Tag::Noun
-        && toks[i].word == "standing"
-        && matches!(toks[i].tag, Tag::Verb(Form::Ing))
-    {
+    if i > 0 && toks[i - 1].tag == Tag::Noun && toks[i].word == "standing" && matches!(toks[i].tag, Tag::Verb(Form::Ing)) {
         toks[i].tag = Tag::Noun;
         toks[i].lemma = "standing".to_string();
         toks[i].plural = false;
@@ -1385,9 +1205,7 @@ pub(super) fn parse(caption: &str, morph: &Morphology) -> Vec<Tuple> {
     }
     let (joined, middle_nouns) = join_multiword(&words);
     let mut toks = tag(&joined, morph);
-    let bare_start = toks
-        .first()
-        .is_some_and(|t| !matches!(t.tag, Tag::Det | Tag::Num | Tag::Pron | Tag::There));
+    let bare_start = toks.first().is_some_and(|t| !matches!(t.tag, Tag::Det | Tag::Num | Tag::Pron | Tag::There));
     if bare_start {
         standing_compound(&mut toks);
     }
@@ -1407,15 +1225,7 @@ pub(super) fn debug_tags(caption: &str, morph: &Morphology) -> String {
     let (joined, _) = join_multiword(&words);
     tag(&joined, morph)
         .iter()
-        .map(|t| {
-            format!(
-                "{}/{:?}/{}{}",
-                t.word,
-                t.tag,
-                t.lemma,
-                if t.plural { "/pl" } else { "" }
-            )
-        })
+        .map(|t| format!("{}/{:?}/{}{}", t.word, t.tag, t.lemma, if t.plural { "/pl" } else { "" }))
         .collect::<Vec<_>>()
         .join(" ")
 }

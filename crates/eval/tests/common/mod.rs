@@ -65,15 +65,10 @@ pub struct FixtureScores {
     pub cider_len_bigrams_hyp: usize,
 }
 
-pub const SCORING_FIXTURES: [&str; 3] = [
-    "coco_val_loo500.json",
-    "flickr8k_test_loo.json",
-    "edge_cases.json",
-];
+pub const SCORING_FIXTURES: [&str; 3] = ["coco_val_loo500.json", "flickr8k_test_loo.json", "edge_cases.json"];
 
 pub fn scoring_fixture(name: &str) -> ScoringFixture {
-    serde_json::from_slice(&read_fixture(name))
-        .unwrap_or_else(|e| panic!("cannot parse fixture {name}: {e}"))
+    serde_json::from_slice(&read_fixture(name)).unwrap_or_else(|e| panic!("cannot parse fixture {name}: {e}"))
 }
 
 impl ScoringFixture {

@@ -299,8 +299,8 @@ pub fn doubly_stochastic_penalty<B: Backend>(alphas: Tensor<B, 3>, mask_pad: Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Autodiff;
     use crate::FlexBackend;
+    use burn::backend::Autodiff;
 
     #[test]
     fn the_cpu_attention_hidden_layer_is_tanh_of_the_sum_with_its_gradients() {
@@ -309,7 +309,8 @@ mod tests {
         let device = Default::default();
         // Zero, tiny, ordinary, saturated and extreme pre-activations (no NaN at ±100), over
         // two rows of three regions and three attention units.
-        let regions: Vec<f32> = vec![0.0, 1e-6, -3e-4, 0.1, -0.5, 0.9, 1.7, -2.3, 4.0, -9.0, 20.0, -100.0, 100.0, 0.03, -0.07, 3.3, -1.1, 0.6];
+        let regions: Vec<f32> =
+            vec![0.0, 1e-6, -3e-4, 0.1, -0.5, 0.9, 1.7, -2.3, 4.0, -9.0, 20.0, -100.0, 100.0, 0.03, -0.07, 3.3, -1.1, 0.6];
         let hidden: Vec<f32> = vec![0.0, -0.2, 0.05, 1.5, 0.0, -40.0];
         let leaves = || {
             (
@@ -331,10 +332,13 @@ mod tests {
         close(&got, &want, 2.5e-7, "tanh");
         // The same weighted sum through both: the gradients reach both inputs (the hidden
         // state's summed over the regions) as tanh's do.
-        let weights = Tensor::<AD, 3>::from_data(TensorData::new((0..18).map(|i| i as f32 / 7.0 - 1.0).collect::<Vec<_>>(), [2, 3, 3]), &device);
+        let weights =
+            Tensor::<AD, 3>::from_data(TensorData::new((0..18).map(|i| i as f32 / 7.0 - 1.0).collect::<Vec<_>>(), [2, 3, 3]), &device);
         let grads = (got * weights.clone()).sum().backward();
         let reference_grads = (want * weights).sum().backward();
-        let grad = |t: &Tensor<AD, 3>, g: &<AD as burn::tensor::backend::AutodiffBackend>::Gradients| Tensor::<AD, 3>::from_inner(t.grad(g).unwrap());
+        let grad = |t: &Tensor<AD, 3>, g: &<AD as burn::tensor::backend::AutodiffBackend>::Gradients| {
+            Tensor::<AD, 3>::from_inner(t.grad(g).unwrap())
+        };
         close(&grad(&projected, &grads), &grad(&reference_projected, &reference_grads), 1e-6, "d/d projected");
         close(&grad(&query, &grads), &grad(&reference_query, &reference_grads), 1e-6, "d/d query");
     }

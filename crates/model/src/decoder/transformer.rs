@@ -98,7 +98,11 @@ impl TransformerDecoderConfig {
         }
         if self.positions == PositionEncoding::Sinusoidal {
             if !self.d_model.is_multiple_of(2) {
-                return Err(ConfigError::invalid(SECTION, "d_model", format!("is {}; sinusoidal positions need an even size", self.d_model)));
+                return Err(ConfigError::invalid(
+                    SECTION,
+                    "d_model",
+                    format!("is {}; sinusoidal positions need an even size", self.d_model),
+                ));
             }
             if self.max_positions > MAX_TIMESCALE {
                 return Err(ConfigError::invalid(
@@ -236,7 +240,12 @@ fn project_keys_values<B: Backend>(attention: &MultiHeadAttention<B>, source: Te
 
 /// Scaled dot-product attention of `query` `[N, Tq, d]` over `kv`, with an additive `bias`
 /// `[1, 1, Tq, Tk]` (0 or [`MASKED_SCORE`]), through `attention`'s projections.
-fn attend<B: Backend>(attention: &MultiHeadAttention<B>, query: Tensor<B, 3>, kv: &KeyValues<B>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+fn attend<B: Backend>(
+    attention: &MultiHeadAttention<B>,
+    query: Tensor<B, 3>,
+    kv: &KeyValues<B>,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 3> {
     let [n, tq, d] = query.dims();
     let q = split_heads(attention.query.forward(query), attention.n_heads);
     let scores = q.matmul(kv.keys.clone().swap_dims(2, 3)).div_scalar((attention.d_k as f32).sqrt());
@@ -360,10 +369,8 @@ impl<B: Backend> CaptionDecoder<B> for TransformerDecoder<B> {
         let memory = self.memory(features);
         // 0 on and below the diagonal, MASKED_SCORE above it (the future). burn's `tril_mask`
         // is true outside the lower triangle.
-        let causal = Tensor::<B, 2, Bool>::tril_mask([length, length], 0, &device)
-            .float()
-            .mul_scalar(MASKED_SCORE)
-            .reshape([1, 1, length, length]);
+        let causal =
+            Tensor::<B, 2, Bool>::tril_mask([length, length], 0, &device).float().mul_scalar(MASKED_SCORE).reshape([1, 1, length, length]);
         let mut x = self.embed(tokens, 0);
         for layer in &self.layers {
             let cross = project_keys_values(&layer.cross_attention, memory.clone());

@@ -98,12 +98,8 @@ impl<B: Backend> MobileNetV2<B> {
 
     /// `no_grad` on `features[..first_trained]`.
     pub(crate) fn freeze_stages(mut self, first_trained: usize) -> Self {
-        self.features = self
-            .features
-            .into_iter()
-            .enumerate()
-            .map(|(i, feature)| if i < first_trained { feature.no_grad() } else { feature })
-            .collect();
+        self.features =
+            self.features.into_iter().enumerate().map(|(i, feature)| if i < first_trained { feature.no_grad() } else { feature }).collect();
         self
     }
 }

@@ -49,8 +49,7 @@ pub enum EncoderKind {
 }
 
 impl EncoderKind {
-    pub const ALL: [EncoderKind; 5] =
-        [Self::Resnet18, Self::Resnet34, Self::Resnet50, Self::Resnet101, Self::MobilenetV2];
+    pub const ALL: [EncoderKind; 5] = [Self::Resnet18, Self::Resnet34, Self::Resnet50, Self::Resnet101, Self::MobilenetV2];
 
     /// The name used in configs and on the command line (`resnet50`, `mobilenet_v2`).
     pub fn name(self) -> &'static str {
@@ -80,10 +79,7 @@ impl FromStr for EncoderKind {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let lower = text.trim().to_ascii_lowercase().replace('-', "_");
         let lower = if lower == "mobilenetv2" { "mobilenet_v2".to_string() } else { lower };
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.name() == lower)
-            .ok_or_else(|| EncoderError::UnknownNetwork(text.to_string()))
+        Self::ALL.into_iter().find(|kind| kind.name() == lower).ok_or_else(|| EncoderError::UnknownNetwork(text.to_string()))
     }
 }
 
@@ -257,11 +253,7 @@ impl EncoderConfig {
     /// The network's stages in forward order, each as the parameter-name prefixes (torchvision
     /// names, ending in `.`) that belong to it.
     pub fn stage_prefixes(&self) -> Vec<Vec<String>> {
-        if self.network.is_resnet() {
-            resnet::stage_prefixes()
-        } else {
-            mobilenet_v2::stage_prefixes()
-        }
+        if self.network.is_resnet() { resnet::stage_prefixes() } else { mobilenet_v2::stage_prefixes() }
     }
 
     pub fn num_stages(&self) -> usize {
@@ -496,7 +488,9 @@ mod tests {
             ]
         };
         let (want, got) = (run(false), run(true));
-        for (name, (w, g)) in ["output", "input gradient", "gamma gradient", "beta gradient", "running mean", "running var"].iter().zip(want.iter().zip(&got)) {
+        for (name, (w, g)) in
+            ["output", "input gradient", "gamma gradient", "beta gradient", "running mean", "running var"].iter().zip(want.iter().zip(&got))
+        {
             assert_eq!(w.len(), g.len(), "{name}");
             for (i, (a, b)) in w.iter().zip(g).enumerate() {
                 assert!((a - b).abs() <= 2e-5 * a.abs().max(1.0), "{name}[{i}]: burn {a} vs fast {b}");

@@ -90,10 +90,7 @@ impl ResNetConfig {
         ResNet {
             conv1: conv2d([3, self.width], 7, 2, 3, 1, device),
             bn1: BatchNormConfig::new(self.width).init(device),
-            maxpool: MaxPool2dConfig::new([3, 3])
-                .with_strides([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(),
+            maxpool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
             layer1,
             layer2,
             layer3,

@@ -35,7 +35,10 @@ pub fn decoder_configs() -> Vec<(&'static str, DecoderConfig)> {
         ("attention LSTM", tiny_lstm().into()),
         ("attention LSTM, deep output", tiny_lstm().with_deep_output(true).into()),
         ("transformer, pre-norm, sinusoidal", tiny_transformer().into()),
-        ("transformer, post-norm, learned positions", tiny_transformer().with_norm_first(false).with_positions(PositionEncoding::Learned).into()),
+        (
+            "transformer, post-norm, learned positions",
+            tiny_transformer().with_norm_first(false).with_positions(PositionEncoding::Learned).into(),
+        ),
     ]
 }
 
@@ -48,7 +51,8 @@ pub fn features<BB: Backend>(images: usize, device: &BB::Device) -> EncoderOutpu
 /// Rows `rows` of `features`.
 pub fn select_images<BB: Backend>(features: &EncoderOutput<BB>, rows: &[usize]) -> EncoderOutput<BB> {
     let device = features.regions.device();
-    let indices = Tensor::<BB, 1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), &device);
+    let indices =
+        Tensor::<BB, 1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), &device);
     EncoderOutput { regions: features.regions.clone().select(0, indices.clone()), pooled: features.pooled.clone().select(0, indices) }
 }
 
