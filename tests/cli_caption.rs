@@ -40,6 +40,7 @@ fn captions_images_with_n_best_and_confidences() {
         for c in captions {
             let confidence = c["confidence"].as_f64().unwrap();
             assert!(confidence > 0.0 && confidence <= 1.0, "{c}");
+            common::check_token_probabilities(c);
             for word in c["text"].as_str().unwrap().split_whitespace() {
                 // An untrained model may well predict `<unk>`, itself a vocabulary token.
                 assert!(word == "<unk>" || text.encode(word).iter().all(|&id| id != text.unk_id()), "{word} is not in the vocabulary");

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use caption_data::image::{ImageConfig, decode_file, prepare};
-use caption_model::{BeamSearchConfig, DecodeStrategy, DeviceSpec, LengthPenalty, load_checkpoint};
+use caption_model::{BeamSearchConfig, DecodeStrategy, DeviceSpec, LengthPenalty, TokenProbability, load_checkpoint};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -50,6 +50,8 @@ struct ScoredCaption {
     confidence: f64,
     /// Whether the caption ended with `<eos>` rather than at the maximum length.
     finished: bool,
+    /// Each scored token (the words, then `<eos>` when emitted) and its probability.
+    tokens: Vec<TokenProbability>,
 }
 
 pub fn run(args: CaptionArgs) -> Result<()> {
@@ -122,7 +124,12 @@ fn caption_images<B: Backend>(args: &CaptionArgs, strategy: &DecodeStrategy, dev
             image: image.clone(),
             captions: list
                 .iter()
-                .map(|h| ScoredCaption { text: checkpoint.text.decode(&h.tokens), confidence: h.confidence(), finished: h.finished })
+                .map(|h| ScoredCaption {
+                    text: checkpoint.text.decode(&h.tokens),
+                    confidence: h.confidence(),
+                    finished: h.finished,
+                    tokens: h.token_probabilities(&checkpoint.text),
+                })
                 .collect(),
         })
         .collect())

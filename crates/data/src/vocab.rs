@@ -227,6 +227,16 @@ impl TextEncoder {
         ids
     }
 
+    /// The text of one token id: its word, or its subword piece as the tokenizer spells it
+    /// (`<unk>` for an id outside the vocabulary).
+    pub fn token_text(&self, id: u32) -> String {
+        let text = match &self.inner {
+            Inner::Words(v) => v.word(id).map(str::to_string),
+            Inner::Subword(t) => t.id_to_token(id),
+        };
+        text.unwrap_or_else(|| UNK.to_string())
+    }
+
     /// Text of a generated sequence: stops at `<eos>`, drops `<pad>`/`<bos>`.
     pub fn decode(&self, ids: &[u32]) -> String {
         let (pad, bos, eos) = (self.pad_id(), self.bos_id(), self.eos_id());

@@ -301,6 +301,23 @@ impl Hypothesis {
     pub fn confidence(&self) -> f64 {
         (self.log_prob / self.scored_length().max(1) as f64).exp()
     }
+
+    /// Each scored token with the probability the model gave it: the caption's tokens, then
+    /// `<eos>` when it was emitted (so that their geometric mean is [`Hypothesis::confidence`]).
+    pub fn token_probabilities(&self, text: &caption_data::TextEncoder) -> Vec<TokenProbability> {
+        let ids = self.tokens.iter().copied().chain(self.finished.then(|| text.eos_id()));
+        ids.zip(&self.token_log_probs)
+            .map(|(id, &log_prob)| TokenProbability { text: text.token_text(id), probability: f64::from(log_prob).exp() })
+            .collect()
+    }
+}
+
+/// One scored token of a caption and its probability under the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenProbability {
+    /// The word (or subword piece; `<eos>` for the end of the caption).
+    pub text: String,
+    pub probability: f64,
 }
 
 /// Decodes with `strategy`: one list per image (greedy: one hypothesis; beam search: the

@@ -18,7 +18,7 @@ pub use decoder::{
     AttentionLstmConfig, CaptionDecoder, ConfigError, Decoder, DecoderConfig, DecoderOutput, DecoderState, PositionEncoding,
     TransformerDecoderConfig, doubly_stochastic_penalty,
 };
-pub use decoding::{BeamSearchConfig, DecodeError, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig};
+pub use decoding::{BeamSearchConfig, DecodeError, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig, TokenProbability};
 
 pub use device::{DeviceSpec, FlexBackend};
 pub use encoder::{Encoder, EncoderConfig, EncoderError, EncoderKind, EncoderOutput, Finetune};

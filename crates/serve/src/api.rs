@@ -35,6 +35,8 @@ struct CaptionRequest {
     beam_size: Option<usize>,
     max_length: Option<usize>,
     sampling: Option<RawSampling>,
+    /// Each caption's tokens with their probabilities.
+    return_tokens: Option<bool>,
 }
 
 /// `POST /api/v1/caption/batch` as JSON.
@@ -46,6 +48,8 @@ struct BatchRequest {
     beam_size: Option<usize>,
     max_length: Option<usize>,
     sampling: Option<RawSampling>,
+    /// Each caption's tokens with their probabilities.
+    return_tokens: Option<bool>,
 }
 
 /// Decoding options as sent; unset ones take the server's defaults. Jobs store them so.
@@ -59,6 +63,8 @@ pub(crate) struct RawOptions {
     pub max_length: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling: Option<RawSampling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_tokens: Option<bool>,
 }
 
 /// `"sampling": {...}`: draw captions instead of searching (any subset of the fields; `{}` is
@@ -141,6 +147,7 @@ pub async fn caption(
     let results = caption_images(&state, &model, owner, &upload.images, options).await?;
     let mut request_ids = record_requests(&state, &model, owner, &upload.images, &results, None).await;
     let (captions, cached) = results.into_iter().next().ok_or_else(|| ApiError::internal("no result for the image"))?;
+    let captions = answered(captions, &upload.options);
     let request_id = request_ids.swap_remove(0);
     Ok(Json(CaptionResponse { status: "success", captions, model: ModelRef::from(&model.info.version), cached, request_id })
         .into_response())
@@ -167,8 +174,11 @@ pub async fn caption_batch(
     let owner = client.owner.as_deref();
     let results = caption_images(&state, &model, owner, &upload.images, options).await?;
     let request_ids = record_requests(&state, &model, owner, &upload.images, &results, None).await;
-    let results =
-        results.into_iter().zip(request_ids).map(|((captions, cached), request_id)| BatchItem { captions, cached, request_id }).collect();
+    let results = results
+        .into_iter()
+        .zip(request_ids)
+        .map(|((captions, cached), request_id)| BatchItem { captions: answered(captions, &upload.options), cached, request_id })
+        .collect();
     Ok(Json(BatchResponse { status: "success", results, model: ModelRef::from(&model.info.version) }).into_response())
 }
 
@@ -366,6 +376,7 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                 beam_size: request.beam_size,
                 max_length: request.max_length,
                 sampling: request.sampling,
+                return_tokens: request.return_tokens,
             };
             match (request.image, request.image_url) {
                 (Some(image), None) => {
@@ -392,6 +403,7 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                 beam_size: request.beam_size,
                 max_length: request.max_length,
                 sampling: request.sampling,
+                return_tokens: request.return_tokens,
             };
             Ok(Upload { images, options, url: None })
         }
@@ -458,9 +470,17 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
                     _ => options.max_length = Some(value),
                 }
             }
+            "return_tokens" => {
+                let text = field.text().await.map_err(field_error)?;
+                let value = text
+                    .trim()
+                    .parse::<bool>()
+                    .map_err(|_| ApiError::unprocessable(format!("`return_tokens` is {text:?}; expected true or false")))?;
+                options.return_tokens = Some(value);
+            }
             other => {
                 return Err(ApiError::unprocessable(format!(
-                    "unknown form field {other:?}: expected image, num_captions, beam_size, max_length or sampling"
+                    "unknown form field {other:?}: expected image, num_captions, beam_size, max_length, sampling or return_tokens"
                 )));
             }
         }
@@ -573,7 +593,7 @@ pub(crate) async fn record_requests(
                 id: id.clone(),
                 image_sha256: sha256_hex(bytes),
                 model: model.info.version.id.clone(),
-                captions: serde_json::to_value(captions).unwrap_or_default(),
+                captions: serde_json::to_value(answered(captions.clone(), &RawOptions::default())).unwrap_or_default(),
                 client: owner.map(str::to_string),
             };
             (record, image_extension(bytes), bytes.clone())
@@ -593,6 +613,17 @@ pub(crate) async fn record_requests(
     };
     eprintln!("caption serve: cannot record the request for feedback: {failure}");
     vec![None; images.len()]
+}
+
+/// The captions as answered: with each one's tokens and their probabilities only when the
+/// request asked for them (`return_tokens`).
+pub(crate) fn answered(mut captions: Vec<Caption>, options: &RawOptions) -> Vec<Caption> {
+    if !options.return_tokens.unwrap_or(false) {
+        for caption in &mut captions {
+            caption.tokens = None;
+        }
+    }
+    captions
 }
 
 /// SHA-256 in lowercase hex: how feedback and the database name an image.

@@ -175,5 +175,6 @@ async fn caption_job(state: &Arc<AppState>, job: &ClaimedJob) -> Result<serde_js
     let mut results = api::caption_images(state, &model, owner, &images, options).await?;
     let request_id = api::record_requests(state, &model, owner, &images, &results, Some(vec![job.id.clone()])).await.swap_remove(0);
     let (captions, cached) = results.pop().ok_or_else(|| ApiError::internal("no result for the image"))?;
+    let captions = api::answered(captions, &raw);
     Ok(json!({"captions": captions, "model": ModelRef::from(&model.info.version), "cached": cached, "request_id": request_id}))
 }

@@ -17,7 +17,8 @@ fn options() -> Value {
             "top_k": {"type": "integer", "minimum": 0, "default": 0, "description": "0 = all tokens."},
             "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1.0},
             "seed": {"type": "integer", "minimum": 0, "description": "Same seed, image and options: same captions."}
-        }}
+        }},
+        "return_tokens": {"type": "boolean", "default": false, "description": "Add each caption's tokens with their probabilities (`tokens`)."}
     })
 }
 
@@ -140,7 +141,11 @@ pub fn document() -> Value {
                 "Error": {"type": "object", "required": ["status", "message"], "properties": {"status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
                 "Caption": {"type": "object", "required": ["text", "confidence"], "properties": {
                     "text": {"type": "string"},
-                    "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "exp(mean token log-probability, <eos> included when emitted)."}
+                    "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "exp(mean token log-probability, <eos> included when emitted)."},
+                    "tokens": {"type": "array", "description": "With return_tokens: each scored token (the words, then <eos> when emitted) and its probability; their geometric mean is confidence.", "items": {"type": "object", "required": ["text", "probability"], "properties": {
+                        "text": {"type": "string"},
+                        "probability": {"type": "number", "minimum": 0, "maximum": 1}
+                    }}}
                 }},
                 "ModelRef": {"type": "object", "required": ["name", "version", "id"], "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "id": {"type": "string"}}},
                 "CaptionResponse": {"type": "object", "required": ["status", "captions", "model", "cached"], "properties": {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use caption_data::TextEncoder;
 use caption_data::image::ImageConfig;
-use caption_model::{BeamSearchConfig, Captioner, CheckpointError, DecodeStrategy, DeviceSpec, SamplingConfig, load_checkpoint};
+use caption_model::{
+    BeamSearchConfig, Captioner, CheckpointError, DecodeStrategy, DeviceSpec, SamplingConfig, TokenProbability, load_checkpoint,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -92,6 +94,10 @@ pub struct Caption {
     pub text: String,
     /// exp(mean token log-probability, `<eos>` included when emitted), in (0, 1].
     pub confidence: f64,
+    /// Each scored token with its probability (the words, then `<eos>` when emitted): always
+    /// computed, answered only when the request asks with `return_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<TokenProbability>>,
 }
 
 /// The captions of one image, or why decoding failed.
@@ -292,8 +298,10 @@ fn decode_group<B: Backend>(
     Ok(hypotheses
         .into_iter()
         .map(|list| {
-            let mut captions: Vec<Caption> =
-                list.iter().map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence() }).collect();
+            let mut captions: Vec<Caption> = list
+                .iter()
+                .map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence(), tokens: Some(h.token_probabilities(text)) })
+                .collect();
             // Draws come in drawing order; the API lists captions best first.
             if sampled {
                 captions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));

@@ -473,3 +473,38 @@ fn sampling_draws_captions_reproducibly_with_a_seed() {
         assert!(reply.error().contains(needle), "{sampling}: {}", reply.error());
     }
 }
+
+#[test]
+fn tokens_and_their_probabilities_are_answered_when_asked_for() {
+    let fixture = start(|_| {});
+    let address = fixture.address();
+    let key = Some(fixture.key.as_str());
+    let image = base64(&png(30, 30, [90, 160, 20]));
+    let asked =
+        post_json(address, "/api/v1/caption", key, &json!({"image": image, "beam_size": 3, "num_captions": 2, "return_tokens": true}));
+    assert_eq!(asked.status, 200, "{}", asked.text());
+    let asked = asked.json();
+    for caption in asked["captions"].as_array().unwrap() {
+        common::check_token_probabilities(caption);
+    }
+    // The same answer from the cache without them, unless asked again.
+    let plain = post_json(address, "/api/v1/caption", key, &json!({"image": image, "beam_size": 3, "num_captions": 2})).json();
+    assert_eq!(plain["cached"], true);
+    assert!(plain["captions"].as_array().unwrap().iter().all(|c| c.get("tokens").is_none()), "{plain}");
+    assert_eq!(plain["captions"][0]["text"], asked["captions"][0]["text"]);
+    // Batches, multipart forms and sampling too.
+    let batch = post_json(address, "/api/v1/caption/batch", key, &json!({"images": [image], "return_tokens": true})).json();
+    common::check_token_probabilities(&batch["results"][0]["captions"][0]);
+    let (content_type, body) = multipart(&[("image", &png(20, 20, [1, 2, 3]))], &[("return_tokens", "true")]);
+    let form =
+        send(address, "POST", "/api/v1/caption", &[("Content-Type", content_type.as_str()), ("X-API-Key", fixture.key.as_str())], &body);
+    common::check_token_probabilities(&form.json()["captions"][0]);
+    let sampled = json!({"image": image, "num_captions": 3, "sampling": {"seed": 5}, "return_tokens": true});
+    for caption in post_json(address, "/api/v1/caption", key, &sampled).json()["captions"].as_array().unwrap() {
+        common::check_token_probabilities(caption);
+    }
+    let (content_type, body) = multipart(&[("image", &png(20, 20, [1, 2, 3]))], &[("return_tokens", "maybe")]);
+    let bad =
+        send(address, "POST", "/api/v1/caption", &[("Content-Type", content_type.as_str()), ("X-API-Key", fixture.key.as_str())], &body);
+    assert_eq!(bad.status, 422);
+}

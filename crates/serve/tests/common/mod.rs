@@ -193,3 +193,26 @@ pub fn status_mib(field: &str) -> f64 {
 pub fn reset_peak_memory() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
+
+/// Checks a caption's `tokens` (as `return_tokens` and `caption caption --json` give them):
+/// probabilities in (0, 1] whose geometric mean is the caption's confidence, and texts that
+/// spell the caption (special tokens aside, `<eos>` last if anywhere).
+pub fn check_token_probabilities(caption: &serde_json::Value) {
+    let tokens = caption["tokens"].as_array().unwrap_or_else(|| panic!("no tokens: {caption}"));
+    assert!(!tokens.is_empty(), "{caption}");
+    let mut log_sum = 0.0;
+    for token in tokens {
+        let p = token["probability"].as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0, "{token}");
+        log_sum += p.ln();
+    }
+    let geometric_mean = (log_sum / tokens.len() as f64).exp();
+    let confidence = caption["confidence"].as_f64().unwrap();
+    assert!((geometric_mean - confidence).abs() < 1e-6 * confidence.max(1e-3), "{geometric_mean} vs {confidence}: {caption}");
+    let texts: Vec<&str> = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    if let Some(at) = texts.iter().position(|t| *t == "<eos>") {
+        assert_eq!(at, texts.len() - 1, "<eos> before the end: {caption}");
+    }
+    let words: Vec<&str> = texts.iter().copied().filter(|t| !matches!(*t, "<eos>" | "<pad>" | "<bos>")).collect();
+    assert_eq!(words.join(" "), caption["text"].as_str().unwrap(), "{caption}");
+}
