@@ -16,7 +16,6 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::ElementConversion;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use caption_data::image::{AugmentConfig, ImageConfig};
@@ -267,22 +266,39 @@ fn select_rows<B: Backend>(features: EncoderOutput<B>, row_image: Vec<i64>) -> E
     EncoderOutput { regions: features.regions.select(0, index.clone()), pooled: features.pooled.select(0, index) }
 }
 
-/// Backpropagates `loss`, clips the global gradient norm and steps the optimizer (the encoder's
-/// parameters at `lr · encoder_lr / train.lr` when `train.encoder_lr` is set); returns the
-/// updated model and the norm before clipping.
+/// Backpropagates `loss`, then reads back in one transfer the `watched` values (the loss terms)
+/// and the global gradient norm: the step's only wait for the device, after the forward and
+/// backward passes are queued (reading the loss before backward stalled the device between them).
+fn backward<B: Backend>(
+    model: &Captioner<Autodiff<B>>,
+    loss: Tensor<Autodiff<B>, 1>,
+    watched: Vec<Tensor<B, 1>>,
+) -> (GradientsParams, Vec<f64>, f64) {
+    type A<B> = Autodiff<B>;
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let mut norm = GradNorm::<A<B>> { grads: &grads, squares: Vec::new() };
+    model.visit(&mut norm);
+    let device = watched.first().map(Tensor::device).unwrap_or_default();
+    let norm = if norm.squares.is_empty() { Tensor::zeros([1], &device) } else { Tensor::cat(norm.squares, 0).sum().sqrt() };
+    let read = watched.len();
+    let values = Tensor::cat([watched, vec![norm]].concat(), 0).into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let values: Vec<f64> = values.into_iter().map(f64::from).collect();
+    let grad_norm = values.get(read).copied().unwrap_or(f64::NAN);
+    (grads, values.into_iter().take(read).collect(), grad_norm)
+}
+
+/// Clips the global gradient norm (`grad_norm`, from [`backward`]) and steps the optimizer (the
+/// encoder's parameters at `lr · encoder_lr / train.lr` when `train.encoder_lr` is set); returns
+/// the updated model.
 fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     model: Captioner<Autodiff<B>>,
     optimizer: &mut O,
-    loss: Tensor<Autodiff<B>, 1>,
+    mut grads: GradientsParams,
+    grad_norm: f64,
     lr: f64,
     config: &TrainConfig,
-) -> (Captioner<Autodiff<B>>, f64) {
+) -> Captioner<Autodiff<B>> {
     type A<B> = Autodiff<B>;
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    let mut norm = GradNorm::<A<B>> { grads: &grads, squares: Vec::new() };
-    model.visit(&mut norm);
-    let grad_norm =
-        if norm.squares.is_empty() { 0.0 } else { Tensor::cat(norm.squares, 0).sum().sqrt().into_scalar().elem::<f32>() as f64 };
     if config.clip_grad_norm > 0.0 && grad_norm > config.clip_grad_norm {
         let mut scale = ScaleGrads { grads: &mut grads, factor: config.clip_grad_norm / (grad_norm + 1e-6) };
         Module::<A<B>>::visit(&model, &mut scale);
@@ -295,9 +311,9 @@ fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>
             Module::<A<B>>::visit(&model.encoder, &mut take);
             let encoder_grads = take.into;
             let model = optimizer.step(lr * encoder_lr / config.lr, model, encoder_grads);
-            (optimizer.step(lr, model, grads), grad_norm)
+            optimizer.step(lr, model, grads)
         }
-        _ => (optimizer.step(lr, model, grads), grad_norm),
+        _ => optimizer.step(lr, model, grads),
     }
 }
 
@@ -329,13 +345,12 @@ fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
         _ => Tensor::zeros([1], device),
     };
     let loss = cross_entropy.clone() + attention.clone();
-    let values =
-        Tensor::cat(vec![cross_entropy.inner(), attention.inner()], 0).into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-    let (ce, att) = (values.first().copied().unwrap_or(f32::NAN) as f64, values.get(1).copied().unwrap_or(0.0) as f64);
+    let (grads, values, grad_norm) = backward(&model, loss, vec![cross_entropy.inner(), attention.inner()]);
+    let (ce, att) = (values.first().copied().unwrap_or(f64::NAN), values.get(1).copied().unwrap_or(0.0));
     if !(ce.is_finite() && att.is_finite()) {
         bail!("the loss is not finite (cross-entropy {ce}, attention {att}); lower `train.lr` or check the data");
     }
-    let (model, grad_norm) = apply_gradients(model, optimizer, loss, lr, config);
+    let model = apply_gradients(model, optimizer, grads, grad_norm, lr, config);
     Ok((model, StepStats { loss: ce + att, cross_entropy: ce, attention: att, grad_norm, reward: None }))
 }
 
@@ -379,11 +394,13 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     // gradient is that of their probability and not of a dropout-perturbed one.
     let DecoderOutput { logits, .. } = model.decoder.without_dropout().forward(&features, inputs);
     let loss = scst::policy_loss(logits, &rollout, tokens.pad);
-    let value = loss.clone().inner().into_scalar().elem::<f32>() as f64;
+    let watched = vec![loss.clone().inner()];
+    let (grads, values, grad_norm) = backward(&model, loss, watched);
+    let value = values.first().copied().unwrap_or(f64::NAN);
     if !value.is_finite() {
         bail!("the SCST loss is not finite; lower `scst.lr`");
     }
-    let (model, grad_norm) = apply_gradients(model, optimizer, loss, lr, config);
+    let model = apply_gradients(model, optimizer, grads, grad_norm, lr, config);
     Ok((
         model,
         StepStats {
@@ -1058,6 +1075,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::ElementConversion;
 
     #[test]
     fn schedule_warms_up_then_decays() {
