@@ -505,16 +505,8 @@ fn tokens_and_their_probabilities_are_answered_when_asked_for() {
     }
     // A job keeps the option: its captions come with their tokens once it is done.
     let job = post_json(address, "/api/v1/jobs", key, &json!({"image": image, "beam_size": 2, "return_tokens": true})).json();
-    let url = format!("/api/v1/jobs/{}", job["job"]["id"].as_str().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let done = loop {
-        let job = get(address, &url, &[("X-API-Key", fixture.key.as_str())]).json()["job"].clone();
-        if job["state"] == "succeeded" {
-            break job;
-        }
-        assert!(std::time::Instant::now() < deadline && job["state"] != "failed", "{job}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let done = common::wait_for_job(address, job["job"]["id"].as_str().unwrap(), &fixture.key);
+    assert_eq!(done["state"], "succeeded", "{done}");
     common::check_token_probabilities(&done["captions"][0]);
     let (content_type, body) = multipart(&[("image", &png(20, 20, [1, 2, 3]))], &[("return_tokens", "maybe")]);
     let bad =

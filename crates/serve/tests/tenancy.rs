@@ -4,43 +4,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use caption_serve::config::RateLimitConfig;
 use caption_serve::feedback::{self, ExportOptions};
-use caption_serve::{ServeConfig, Server, ServerOptions, keys};
-use common::{base64, get, png, post_json};
-use serde_json::{Value, json};
+use caption_serve::keys;
+use common::{base64, get, keyed_config as config, png, post_json, serve, wait_for_job};
+use serde_json::json;
 use sha2::{Digest, Sha256};
-
-fn config(keys_file: &Path) -> ServeConfig {
-    ServeConfig {
-        port: 0,
-        keys_file: Some(keys_file.to_path_buf()),
-        rate_limit: RateLimitConfig { requests_per_minute: 60_000, burst: 1_000, ..Default::default() },
-        ..Default::default()
-    }
-}
-
-fn serve(registry: &Path, config: &ServeConfig) -> Server {
-    Server::start(ServerOptions { registry: registry.to_path_buf(), config: config.clone() }).unwrap()
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn wait_for_job(address: std::net::SocketAddr, id: &str, key: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let job = get(address, &format!("/api/v1/jobs/{id}"), &[("X-API-Key", key)]).json()["job"].clone();
-        if job["state"] == "succeeded" || job["state"] == "failed" {
-            return job;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "job {id} still {}", job["state"]);
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

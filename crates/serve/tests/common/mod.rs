@@ -216,3 +216,32 @@ pub fn check_token_probabilities(caption: &serde_json::Value) {
     let words: Vec<&str> = texts.iter().copied().filter(|t| !matches!(*t, "<eos>" | "<pad>" | "<bos>")).collect();
     assert_eq!(words.join(" "), caption["text"].as_str().unwrap(), "{caption}");
 }
+
+/// A server config for tests with API keys: any free port, `keys_file`, and rate limits too
+/// generous to matter unless a test is about them.
+pub fn keyed_config(keys_file: &Path) -> caption_serve::ServeConfig {
+    caption_serve::ServeConfig {
+        port: 0,
+        keys_file: Some(keys_file.to_path_buf()),
+        rate_limit: caption_serve::config::RateLimitConfig { requests_per_minute: 60_000, burst: 1_000, ..Default::default() },
+        ..Default::default()
+    }
+}
+
+/// The real server on `registry` with `config`.
+pub fn serve(registry: &Path, config: &caption_serve::ServeConfig) -> caption_serve::Server {
+    caption_serve::Server::start(caption_serve::ServerOptions { registry: registry.to_path_buf(), config: config.clone() }).unwrap()
+}
+
+/// Polls a job until it is finished (succeeded or failed) and returns it; panics after 30 s.
+pub fn wait_for_job(address: SocketAddr, id: &str, key: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let job = get(address, &format!("/api/v1/jobs/{id}"), &[("X-API-Key", key)]).json()["job"].clone();
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            return job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "job {id} still {}", job["state"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
