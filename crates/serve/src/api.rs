@@ -665,9 +665,8 @@ pub(crate) fn check_image(bytes: &[u8], name: &str, max_pixels: u64) -> Result<(
     Ok((width, height))
 }
 
-/// Checks the image, then decodes and prepares it as the checkpoint was trained.
+/// Decodes an image that passed [`check_image`] and prepares it as the checkpoint was trained.
 fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageConfig) -> Result<Vec<f32>, ApiError> {
-    check_image(bytes, name, max_pixels)?;
     let rgb = decode_upload(bytes, name, max_pixels, preprocess.size).map_err(|e| ApiError::unsupported(e.to_string()))?;
     Ok(prepare(&rgb, preprocess, None).chw)
 }
@@ -688,15 +687,19 @@ mod tests {
     #[test]
     fn images_are_checked_before_decoding() {
         let config = ImageConfig { size: 8, ..Default::default() };
-        let err = prepare_image(b"plain text", "image", 1000, &config).unwrap_err();
+        // What `decode_image` runs: the header checks, then the decode.
+        let checked_and_prepared = |bytes: &[u8], max_pixels| {
+            check_image(bytes, "image", max_pixels).and_then(|_| prepare_image(bytes, "image", max_pixels, &config))
+        };
+        let err = checked_and_prepared(b"plain text", 1000).unwrap_err();
         assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let mut png = Vec::new();
         image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-        let err = prepare_image(&png, "image", 1000, &config).unwrap_err();
+        let err = checked_and_prepared(&png, 1000).unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(err.message.contains("40x30"), "{}", err.message);
-        assert_eq!(prepare_image(&png, "image", 1200, &config).unwrap().len(), 3 * 8 * 8);
+        assert_eq!(checked_and_prepared(&png, 1200).unwrap().len(), 3 * 8 * 8);
         let truncated = &png[..png.len() / 2];
-        assert_eq!(prepare_image(truncated, "image", 1200, &config).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(checked_and_prepared(truncated, 1200).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }
