@@ -118,7 +118,9 @@ fn killed_run_resumes_and_finishes() {
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["split"], "val");
     assert!(
-        metrics["metrics"]["Bleu_4"].is_number() && metrics["decode"]["method"] == "beam" && metrics["decode"]["beam_size"] == 2,
+        metrics["metrics"]["Bleu_4"].is_number()
+            && metrics["decoding"]["strategy"]["method"] == "beam"
+            && metrics["decoding"]["strategy"]["beam_size"] == 2,
         "{metrics}"
     );
     for file in ["per_image.json", "results.json", "report.md", "report.html"] {
@@ -190,8 +192,9 @@ fn benchmark_reports_throughput_without_a_run_directory() {
     assert!(!dir.path().join("experiments").exists(), "a benchmark wrote a run directory");
 }
 
-/// A frozen encoder: `caption eval` decodes from the feature cache training filled, so greedy
-/// decoding of the val split gives exactly the run's own validation scores at its best epoch.
+/// A frozen encoder: `caption eval --feature-cache` decodes from the feature cache training
+/// filled, so greedy decoding of the val split gives exactly the run's own validation scores at
+/// its best epoch.
 #[test]
 fn eval_of_a_frozen_encoder_reads_the_feature_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +212,8 @@ fn eval_of_a_frozen_encoder_reads_the_feature_cache() {
         .rfind(|l| l["kind"] == "val" && l["best"] == true)
         .unwrap();
 
-    let out = caption().args(["eval", "--checkpoint", run_dir.to_str().unwrap(), "--split", "val", "--beam-size", "1"]).output().unwrap();
+    let eval = ["eval", "--checkpoint", run_dir.to_str().unwrap(), "--split", "val", "--beam-size", "1", "--feature-cache"];
+    let out = caption().args(eval).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "caption eval failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("features: val from the cache"), "{stdout}");

@@ -1,9 +1,7 @@
 //! `caption caption`: captions for image files from a checkpoint, with confidences.
 
-use anyhow::{Context, Result, bail};
-use burn::prelude::*;
-use caption_data::image::{ImageConfig, decode_file, prepare};
-use caption_model::{BeamSearchConfig, DecodeStrategy, DeviceSpec, LengthPenalty, TokenProbability, load_checkpoint};
+use anyhow::{Context, Result};
+use caption_model::{Caption, CaptionPipeline, DecodingOverrides, DeviceSpec, LengthPenalty, load_checkpoint};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -14,18 +12,23 @@ pub struct CaptionArgs {
     /// run directory stands for its best checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Beams per image (1 = greedy).
-    #[arg(long, default_value_t = 3)]
-    beam_size: usize,
-    /// Captions per image, best first (at most the beam size).
-    #[arg(long, default_value_t = 1)]
-    num_captions: usize,
-    /// Length penalty for ranking finished beams: none, average, or gnmt:ALPHA.
-    #[arg(long, default_value = "none")]
-    length_penalty: String,
-    /// Never repeat a trigram within a caption.
+    /// Beams per image (1 = greedy). Default: the checkpoint's decoding.
     #[arg(long)]
-    block_repeated_trigrams: bool,
+    beam_size: Option<usize>,
+    /// Captions per image, best first (at most the beam size). Default: the checkpoint's.
+    #[arg(long)]
+    num_captions: Option<usize>,
+    /// Length penalty for ranking finished beams: none, average, or gnmt:ALPHA. Default: the
+    /// checkpoint's.
+    #[arg(long)]
+    length_penalty: Option<String>,
+    /// Never repeat a trigram within a caption (`--block-repeated-trigrams=false` turns the
+    /// checkpoint's setting off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    block_repeated_trigrams: Option<bool>,
+    /// No caption ends with `a`, `the`, `with`, ... (`=false` turns the checkpoint's setting off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    block_bad_endings: Option<bool>,
     /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -40,43 +43,29 @@ pub struct CaptionArgs {
 #[derive(Serialize)]
 struct Captioned {
     image: PathBuf,
-    captions: Vec<ScoredCaption>,
-}
-
-#[derive(Serialize)]
-struct ScoredCaption {
-    text: String,
-    /// exp(mean log-probability of the caption's tokens, `<eos>` included when emitted).
-    confidence: f64,
-    /// Whether the caption ended with `<eos>` rather than at the maximum length.
-    finished: bool,
-    /// Each scored token (the words, then `<eos>` when emitted) and its probability.
-    tokens: Vec<TokenProbability>,
+    captions: Vec<Caption>,
 }
 
 pub fn run(args: CaptionArgs) -> Result<()> {
-    if args.num_captions == 0 || args.num_captions > args.beam_size {
-        bail!("--num-captions must be between 1 and --beam-size ({})", args.beam_size);
-    }
-    let length_penalty: LengthPenalty =
-        args.length_penalty.parse().map_err(|e| anyhow::anyhow!("--length-penalty {}: {e}", args.length_penalty))?;
-    let strategy = if args.beam_size == 1 {
-        DecodeStrategy::Greedy
-    } else {
-        DecodeStrategy::Beam(BeamSearchConfig {
-            beam_size: args.beam_size,
-            n_best: args.num_captions,
-            length_penalty,
-            block_repeated_trigrams: args.block_repeated_trigrams,
-        })
+    let length_penalty = match &args.length_penalty {
+        Some(text) => Some(text.parse::<LengthPenalty>().map_err(|e| anyhow::anyhow!("--length-penalty {text}: {e}"))?),
+        None => None,
+    };
+    let overrides = DecodingOverrides {
+        beam_size: args.beam_size,
+        num_captions: args.num_captions,
+        length_penalty,
+        block_repeated_trigrams: args.block_repeated_trigrams,
+        block_bad_endings: args.block_bad_endings,
+        ..Default::default()
     };
     let device: DeviceSpec = args.device.parse()?;
     device.check_available()?;
     let results = match device {
-        DeviceSpec::Cpu => caption_images::<caption_model::FlexBackend>(&args, &strategy, &Default::default())?,
+        DeviceSpec::Cpu => caption_images::<caption_model::FlexBackend>(&args, &overrides, &Default::default())?,
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
-            caption_images::<caption_model::device::CudaBackend>(&args, &strategy, &device.cuda_device().expect("cuda"))?
+            caption_images::<caption_model::device::CudaBackend>(&args, &overrides, &device.cuda_device().expect("cuda"))?
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("checked by check_available"),
@@ -93,44 +82,23 @@ pub fn run(args: CaptionArgs) -> Result<()> {
     Ok(())
 }
 
-fn caption_images<B: Backend>(args: &CaptionArgs, strategy: &DecodeStrategy, device: &B::Device) -> Result<Vec<Captioned>> {
+fn caption_images<B: burn::prelude::Backend>(
+    args: &CaptionArgs,
+    overrides: &DecodingOverrides,
+    device: &B::Device,
+) -> Result<Vec<Captioned>> {
     let path = caption_train::run_dir::resolve_checkpoint(&args.checkpoint);
     let checkpoint = load_checkpoint::<B>(&path, device)?;
-    let preprocess = match &checkpoint.meta.preprocess {
-        Some(preprocess) => preprocess.clone(),
-        None => {
-            eprintln!(
-                "warning: {} does not say how its images were prepared; using {}x{} with ImageNet normalisation",
-                path.display(),
-                ImageConfig::default().size,
-                ImageConfig::default().size
-            );
-            ImageConfig::default()
-        }
-    };
-    let size = preprocess.size as usize;
-    let mut pixels = Vec::with_capacity(args.images.len() * 3 * size * size);
-    for path in &args.images {
-        let image = decode_file(path, preprocess.max_pixels)?;
-        pixels.extend(prepare(&image, &preprocess, None).chw);
+    if checkpoint.meta.preprocess.is_none() {
+        eprintln!("warning: {} does not say how its images were prepared; using training's default", path.display());
     }
-    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [args.images.len(), 3, size, size]), device);
-    let hypotheses = checkpoint.model.decode(images, strategy).with_context(|| format!("decoding with {}", args.checkpoint.display()))?;
-    Ok(args
-        .images
-        .iter()
-        .zip(hypotheses)
-        .map(|(image, list)| Captioned {
-            image: image.clone(),
-            captions: list
-                .iter()
-                .map(|h| ScoredCaption {
-                    text: checkpoint.text.decode(&h.tokens),
-                    confidence: h.confidence(),
-                    finished: h.finished,
-                    tokens: h.token_probabilities(&checkpoint.text),
-                })
-                .collect(),
-        })
-        .collect())
+    let pipeline = CaptionPipeline::from_checkpoint(checkpoint, device);
+    let decoding = overrides.apply(&pipeline.decoding).context("decoding settings")?;
+    let mut pixels = Vec::new();
+    for image in &args.images {
+        let bytes = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
+        pixels.extend(pipeline.prepare_image(&bytes, &image.display().to_string())?);
+    }
+    let captions = pipeline.caption_images(pixels, &decoding).with_context(|| format!("decoding with {}", args.checkpoint.display()))?;
+    Ok(args.images.iter().zip(captions).map(|(image, captions)| Captioned { image: image.clone(), captions }).collect())
 }

@@ -177,6 +177,10 @@ pub fn run(args: CompareArgs) -> Result<u8> {
     }
 }
 
+/// Numeric per-image fields that are not scores: the caption's confidence is the model's own
+/// opinion, not a metric to compare.
+const NOT_SCORES: [&str; 2] = ["image_id", "confidence"];
+
 fn read_per_image(path: &Path) -> Result<PerImage> {
     let file = if path.is_dir() { path.join("per_image.json") } else { path.to_path_buf() };
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -195,7 +199,7 @@ fn read_per_image(path: &Path) -> Result<PerImage> {
         };
         let mut row_scores = HashMap::new();
         for (key, value) in &row {
-            if let Some(x) = value.as_f64().filter(|_| key != "image_id") {
+            if let Some(x) = value.as_f64().filter(|_| !NOT_SCORES.contains(&key.as_str())) {
                 row_scores.insert(key.clone(), x);
                 if index == 0 {
                     metrics.push(key.clone());

@@ -4,7 +4,7 @@ use crate::experiment_config;
 use anyhow::{Context, Result, bail};
 use caption_data::Split;
 use caption_eval::meteor::Meteor;
-use caption_model::{BeamSearchConfig, DecodeStrategy, DeviceSpec};
+use caption_model::{DecodingOverrides, DeviceSpec};
 use caption_train::EvalJob;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,8 @@ pub struct EvalArgs {
     /// Override a config value: `--set data.images=/data/flickr8k/Images` (repeatable).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     pub overrides: Vec<String>,
-    /// Beam size (1: greedy). Default: the config's `train.test_decode`.
+    /// Beam size (1: greedy). Default: the checkpoint's decoding (the config's
+    /// `train.test_decode` for checkpoints that record none).
     #[arg(long)]
     pub beam_size: Option<usize>,
     /// Evaluate the first N images of the split only.
@@ -40,6 +41,11 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// For a frozen encoder: decode from the run's feature cache (`train.feature_cache_dir`), as
+    /// validation does, instead of running the encoder on every image. Faster; the cache holds
+    /// f16 features, so confidences (and rarely a caption) differ from the served ones in rounding.
+    #[arg(long)]
+    pub feature_cache: bool,
 }
 
 /// The run directory holding `checkpoint` (`<run>/checkpoints/<name>`), if it is one.
@@ -66,12 +72,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ),
     };
     let config = experiment_config::load(&config_path, &args.overrides).with_context(|| format!("the config {}", config_path.display()))?;
-    let decode = match args.beam_size {
-        Some(0) => bail!("--beam-size must be at least 1 (1 is greedy decoding)"),
-        Some(1) => DecodeStrategy::Greedy,
-        Some(k) => DecodeStrategy::Beam(BeamSearchConfig::new(k)),
-        None => config.train.test_decode.clone(),
-    };
+    if args.beam_size == Some(0) {
+        bail!("--beam-size must be at least 1 (1 is greedy decoding)");
+    }
     // METEOR when its data can be found; never a different METEOR in its place.
     let meteor = match Meteor::locate(args.meteor_data.as_deref()) {
         Ok(meteor) => Some(meteor),
@@ -90,18 +93,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(device) => device.parse::<DeviceSpec>()?,
         None => config.train.device,
     };
-    // A frozen encoder's features come from the feature cache, as in training (not for a part of
-    // the split: the cache holds whole splits).
+    // Asked for, a frozen encoder's features come from the feature cache, as in training (not for
+    // a part of the split: the cache holds whole splits).
     let encoder_config = config.model.encoder_config();
-    let feature_cache = (caption_train::trains_from_features(&config, encoder_config.num_stages()) && args.max_images == 0)
-        .then(|| (config.train.feature_cache_dir.clone(), encoder_config));
+    let feature_cache =
+        (args.feature_cache && caption_train::trains_from_features(&config, encoder_config.num_stages()) && args.max_images == 0)
+            .then(|| (config.train.feature_cache_dir.clone(), encoder_config));
     let job = EvalJob {
         checkpoint,
         data: config.data,
         split,
         max_images: args.max_images,
-        decode,
-        block_bad_endings: config.train.block_bad_endings,
+        decoding: DecodingOverrides { beam_size: args.beam_size, ..Default::default() },
+        default_decoding: config.train.test_decoding(),
         batch_size: config.train.eval_batch_size,
         meteor,
         out: out.clone(),

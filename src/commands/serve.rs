@@ -155,6 +155,8 @@ fn passes_gate(args: &PromoteArgs, checkpoint: &Path, against: &str) -> Result<b
             meteor_data: None,
             out: Some(out.clone()),
             device: None,
+            // The gate scores the captions production would serve: from the images.
+            feature_cache: false,
         })?;
         evaluations.push(out);
     }

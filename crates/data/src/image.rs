@@ -228,6 +228,14 @@ pub fn thumbnail_jpeg(path: &Path, side: u32, max_pixels: u64) -> Result<Vec<u8>
     Ok(bytes)
 }
 
+/// An image file's bytes as the model's input `3 x size x size`: [`decode_upload`], then
+/// [`prepare`] without augmentation. Every captioning path (the CLI, the server) prepares images
+/// here, so that they see the same pixels.
+pub fn prepare_bytes(bytes: &[u8], name: &str, max_pixels: u64, config: &ImageConfig) -> Result<Vec<f32>> {
+    let image = decode_upload(bytes, name, max_pixels, config.size)?;
+    Ok(prepare(&image, config, None).chw)
+}
+
 /// Resizes, optionally augments, and normalises one decoded image.
 /// `augment_seed` is `Some` only for training samples; evaluation is deterministic.
 pub fn prepare(image: &RgbImage, config: &ImageConfig, augment_seed: Option<u64>) -> PreparedImage {

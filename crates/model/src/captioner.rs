@@ -6,7 +6,7 @@ use caption_data::TextEncoder;
 use serde::{Deserialize, Serialize};
 
 use crate::decoder::{CaptionDecoder, ConfigError, Decoder, DecoderConfig, DecoderOutput};
-use crate::decoding::{self, DecodeError, DecodeStrategy, Hypothesis};
+use crate::decoding::Constraints;
 use crate::encoder::{Encoder, EncoderConfig, EncoderOutput};
 
 const SECTION: &str = "captioner";
@@ -150,28 +150,9 @@ impl<B: Backend> Captioner<B> {
         self.decoder.forward(&features, tokens)
     }
 
-    /// Captions images with `strategy`, up to the config's `max_length` words; one list of
-    /// hypotheses per image (see [`decoding::decode`]). Decode with the inference model
-    /// (`model.valid()`, or a model on a non-autodiff backend), so that dropout is off.
-    pub fn decode(&self, images: Tensor<B, 4>, strategy: &DecodeStrategy) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-        let features = self.encode(images);
-        self.decode_features(&features, strategy)
-    }
-
-    /// Like [`Captioner::decode`], from encoder features.
-    pub fn decode_features(&self, features: &EncoderOutput<B>, strategy: &DecodeStrategy) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-        self.decode_features_with(features, strategy, &[])
-    }
-
-    /// Like [`Captioner::decode_features`], with no caption ending in one of the `no_eos_after`
-    /// tokens (see [`decoding::decode_with`]).
-    pub fn decode_features_with(
-        &self,
-        features: &EncoderOutput<B>,
-        strategy: &DecodeStrategy,
-        no_eos_after: &[u32],
-    ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-        decoding::decode_with(&self.decoder, features, self.config.tokens, self.config.max_length, strategy, no_eos_after)
+    /// What decoding obeys for this model: its special tokens and longest caption.
+    pub fn constraints(&self) -> Constraints<'static> {
+        Constraints::new(self.config.tokens, self.config.max_length)
     }
 }
 

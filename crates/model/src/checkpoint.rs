@@ -66,6 +66,10 @@ pub struct CheckpointMeta {
     /// so that evaluation and serving feed it the same way without the training config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<caption_data::image::ImageConfig>,
+    /// How captions are decoded unless a call says otherwise (the run's test decoding), so that
+    /// `caption caption`, `caption eval` and the server write the captions that were scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<crate::DecodingConfig>,
 }
 
 impl CheckpointMeta {
@@ -80,6 +84,7 @@ impl CheckpointMeta {
             created: caption_data::time::now_rfc3339(),
             writer: format!("caption-model {}", env!("CARGO_PKG_VERSION")),
             preprocess: None,
+            decoding: None,
         }
     }
 
@@ -90,6 +95,11 @@ impl CheckpointMeta {
     /// The same metadata, recording how images are prepared for the model.
     pub fn with_preprocess(self, preprocess: caption_data::image::ImageConfig) -> Self {
         CheckpointMeta { preprocess: Some(preprocess), ..self }
+    }
+
+    /// The same metadata, recording how captions are decoded by default.
+    pub fn with_decoding(self, decoding: crate::DecodingConfig) -> Self {
+        CheckpointMeta { decoding: Some(decoding), ..self }
     }
 
     pub fn with_metric(mut self, name: impl Into<String>, value: f64) -> Self {

@@ -43,7 +43,7 @@
 //!
 //! # Bad endings
 //!
-//! The `*_with` functions take `no_eos_after`, token ids that a caption may not end with:
+//! [`Constraints::no_eos_after`] lists token ids that a caption may not end with:
 //! `<eos>` is removed from the choices of every hypothesis whose last word is one of them, as
 //! ImageCaptioning.pytorch's `remove_bad_endings` does for `a`, `the`, `with`, ... (see
 //! [`BAD_ENDINGS`]). Self-critical training on CIDEr-D tends to teach a model to stop after such
@@ -71,6 +71,17 @@ use crate::encoder::EncoderOutput;
 
 /// ImageCaptioning.pytorch's list of words a caption should not end with (its `bad_endings`).
 pub const BAD_ENDINGS: [&str; 14] = ["with", "in", "on", "of", "a", "at", "to", "for", "an", "this", "his", "her", "that", "the"];
+
+/// The token ids of [`BAD_ENDINGS`] in `text`'s vocabulary: the words that are one token there.
+pub fn bad_ending_ids(text: &caption_data::TextEncoder) -> Vec<u32> {
+    BAD_ENDINGS
+        .iter()
+        .filter_map(|word| match text.encode(word)[..] {
+            [id] if id != text.unk_id() => Some(id),
+            _ => None,
+        })
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -320,33 +331,43 @@ pub struct TokenProbability {
     pub probability: f64,
 }
 
+/// What every strategy obeys: the special tokens, the longest caption, and the tokens a caption
+/// may not end with (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Constraints<'a> {
+    pub tokens: SpecialTokens,
+    /// Most words per caption.
+    pub max_length: usize,
+    /// Token ids after which `<eos>` is not allowed (empty: none).
+    pub no_eos_after: &'a [u32],
+}
+
+impl Constraints<'static> {
+    /// Captions of at most `max_length` words, with any ending.
+    pub fn new(tokens: SpecialTokens, max_length: usize) -> Self {
+        Constraints { tokens, max_length, no_eos_after: &[] }
+    }
+}
+
+impl Constraints<'_> {
+    /// The same constraints, with no caption ending in one of `no_eos_after`.
+    pub fn with_no_eos_after(self, no_eos_after: &[u32]) -> Constraints<'_> {
+        Constraints { tokens: self.tokens, max_length: self.max_length, no_eos_after }
+    }
+}
+
 /// Decodes with `strategy`: one list per image (greedy: one hypothesis; beam search: the
 /// `n_best`, best first; sampling: `num_samples`, in drawing order).
 pub fn decode<B: Backend, D: CaptionDecoder<B>>(
     decoder: &D,
     features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
+    constraints: &Constraints,
     strategy: &DecodeStrategy,
-) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-    decode_with(decoder, features, tokens, max_length, strategy, &[])
-}
-
-/// [`decode`], with no caption ending in one of the `no_eos_after` tokens (see the module docs).
-pub fn decode_with<B: Backend, D: CaptionDecoder<B>>(
-    decoder: &D,
-    features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
-    strategy: &DecodeStrategy,
-    no_eos_after: &[u32],
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
     match strategy {
-        DecodeStrategy::Greedy => {
-            Ok(greedy_with(decoder, features, tokens, max_length, no_eos_after)?.into_iter().map(|h| vec![h]).collect())
-        }
-        DecodeStrategy::Beam(config) => beam_search_with(decoder, features, tokens, max_length, config, no_eos_after),
-        DecodeStrategy::Sample(config) => sample_with(decoder, features, tokens, max_length, config, no_eos_after),
+        DecodeStrategy::Greedy => Ok(greedy(decoder, features, constraints)?.into_iter().map(|h| vec![h]).collect()),
+        DecodeStrategy::Beam(config) => beam_search(decoder, features, constraints, config),
+        DecodeStrategy::Sample(config) => sample(decoder, features, constraints, config),
     }
 }
 
@@ -433,20 +454,9 @@ fn repeat_rows(rows: usize, times: usize) -> Vec<i64> {
 pub fn greedy<B: Backend, D: CaptionDecoder<B>>(
     decoder: &D,
     features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
+    constraints: &Constraints,
 ) -> Result<Vec<Hypothesis>, DecodeError> {
-    greedy_with(decoder, features, tokens, max_length, &[])
-}
-
-/// [`greedy`], with no caption ending in one of the `no_eos_after` tokens.
-pub fn greedy_with<B: Backend, D: CaptionDecoder<B>>(
-    decoder: &D,
-    features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
-    no_eos_after: &[u32],
-) -> Result<Vec<Hypothesis>, DecodeError> {
+    let Constraints { tokens, max_length, no_eos_after } = *constraints;
     check_common(decoder, tokens, max_length)?;
     let ban = ban_mask::<B>(tokens, decoder.vocab_size(), &features.regions.device());
     Ok(single_paths(decoder, features, tokens, max_length, 1, no_eos_after, |_, log_probs| {
@@ -461,22 +471,10 @@ pub fn greedy_with<B: Backend, D: CaptionDecoder<B>>(
 pub fn sample<B: Backend, D: CaptionDecoder<B>>(
     decoder: &D,
     features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
+    constraints: &Constraints,
     config: &SamplingConfig,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-    sample_with(decoder, features, tokens, max_length, config, &[])
-}
-
-/// [`sample`], with no caption ending in one of the `no_eos_after` tokens.
-pub fn sample_with<B: Backend, D: CaptionDecoder<B>>(
-    decoder: &D,
-    features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
-    config: &SamplingConfig,
-    no_eos_after: &[u32],
-) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+    let Constraints { tokens, max_length, no_eos_after } = *constraints;
     check_common(decoder, tokens, max_length)?;
     config.validate()?;
     let images = features.regions.dims()[0];
@@ -633,22 +631,10 @@ fn blocked_by_trigrams(tokens: &[u32]) -> Vec<u32> {
 pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
     decoder: &D,
     features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
+    constraints: &Constraints,
     config: &BeamSearchConfig,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-    beam_search_with(decoder, features, tokens, max_length, config, &[])
-}
-
-/// [`beam_search`], with no caption ending in one of the `no_eos_after` tokens.
-pub fn beam_search_with<B: Backend, D: CaptionDecoder<B>>(
-    decoder: &D,
-    features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
-    config: &BeamSearchConfig,
-    no_eos_after: &[u32],
-) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+    let Constraints { tokens, max_length, no_eos_after } = *constraints;
     check_common(decoder, tokens, max_length)?;
     config.validate()?;
     let device = features.regions.device();
@@ -782,6 +768,18 @@ pub fn beam_search_with<B: Backend, D: CaptionDecoder<B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_ending_ids_are_the_listed_words_in_the_vocabulary() {
+        let captions = ["a dog on the grass", "a dog with a ball", "the cat sleeps"];
+        let config = caption_data::VocabConfig { min_count: 1, max_length: 8, ..Default::default() };
+        let text = caption_data::TextEncoder::build(&config, &captions).unwrap();
+        let mut ids = bad_ending_ids(&text);
+        ids.sort_unstable();
+        let mut expected: Vec<u32> = ["a", "on", "the", "with"].iter().map(|w| text.encode(w)[0]).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+    }
 
     #[test]
     fn length_penalties_follow_their_formulas() {

@@ -8,8 +8,10 @@ pub mod captioner;
 pub mod checkpoint;
 pub mod decoder;
 pub mod decoding;
+pub mod decoding_config;
 pub mod device;
 pub mod encoder;
+pub mod pipeline;
 pub mod weights;
 
 pub use captioner::{Captioner, CaptionerConfig, SpecialTokens};
@@ -18,7 +20,11 @@ pub use decoder::{
     AttentionLstmConfig, CaptionDecoder, ConfigError, Decoder, DecoderConfig, DecoderOutput, DecoderState, PositionEncoding,
     TransformerDecoderConfig, doubly_stochastic_penalty,
 };
-pub use decoding::{BeamSearchConfig, DecodeError, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig, TokenProbability};
+pub use decoding::{
+    BeamSearchConfig, Constraints, DecodeError, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig, TokenProbability,
+};
+pub use decoding_config::{DecodingConfig, DecodingOverrides};
+pub use pipeline::{Caption, CaptionPipeline};
 
 pub use device::{DeviceSpec, FlexBackend};
 pub use encoder::{Encoder, EncoderConfig, EncoderError, EncoderKind, EncoderOutput, Finetune};

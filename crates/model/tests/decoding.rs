@@ -5,7 +5,7 @@ mod common;
 
 use burn::tensor::activation::log_softmax;
 use caption_model::decoder::{CaptionDecoder, Decoder};
-use caption_model::decoding::{self, BeamSearchConfig, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig};
+use caption_model::decoding::{self, BeamSearchConfig, Constraints, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig};
 use common::*;
 
 const MAX_LENGTH: usize = 8;
@@ -40,8 +40,8 @@ fn beam_size_one_equals_greedy() {
     let device = Default::default();
     for (name, decoder) in decoders() {
         let features = features::<B>(3, &device);
-        let greedy = decoding::greedy(&decoder, &features, TOKENS, MAX_LENGTH).unwrap();
-        let beam = decoding::beam_search(&decoder, &features, TOKENS, MAX_LENGTH, &BeamSearchConfig::new(1)).unwrap();
+        let greedy = decoding::greedy(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH)).unwrap();
+        let beam = decoding::beam_search(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH), &BeamSearchConfig::new(1)).unwrap();
         assert_eq!(greedy.len(), 3);
         for (g, b) in greedy.iter().zip(&beam) {
             assert_eq!(b.len(), 1, "{name}");
@@ -56,7 +56,7 @@ fn decoded_log_probs_are_the_teacher_forced_ones() {
     let device = Default::default();
     for (name, decoder) in decoders() {
         let features = features::<B>(2, &device);
-        let greedy = decoding::greedy(&decoder, &features, TOKENS, MAX_LENGTH).unwrap();
+        let greedy = decoding::greedy(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH)).unwrap();
         for (image, h) in greedy.iter().enumerate() {
             // Inputs <bos> w1 .. wn; targets w1 .. wn (<eos>).
             let mut inputs = vec![TOKENS.bos as i64];
@@ -86,7 +86,7 @@ fn n_best_lists_are_sorted_by_the_documented_score() {
         for (name, decoder) in decoders() {
             let features = features::<B>(2, &device);
             let config = BeamSearchConfig::new(4).with_n_best(4).with_length_penalty(penalty);
-            let results = decoding::beam_search(&decoder, &features, TOKENS, MAX_LENGTH, &config).unwrap();
+            let results = decoding::beam_search(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH), &config).unwrap();
             for n_best in &results {
                 assert!(!n_best.is_empty() && n_best.len() <= 4, "{name}");
                 for h in n_best {
@@ -113,7 +113,7 @@ fn a_model_that_never_ends_gives_max_length_captions() {
             DecodeStrategy::Sample(SamplingConfig::new(7).with_num_samples(2).with_top_k(5)),
         ];
         for strategy in &strategies {
-            let results = decoding::decode(&never, &features, TOKENS, MAX_LENGTH, strategy).unwrap();
+            let results = decoding::decode(&never, &features, &Constraints::new(TOKENS, MAX_LENGTH), strategy).unwrap();
             assert_eq!(results.len(), 2);
             for h in results.iter().flatten() {
                 assert_eq!(h.tokens.len(), MAX_LENGTH, "{name} {strategy:?}: {h:?}");
@@ -132,16 +132,16 @@ fn a_batch_decodes_like_its_images_one_at_a_time() {
     let config = BeamSearchConfig::new(3).with_n_best(3).with_length_penalty(LengthPenalty::Gnmt { alpha: 0.6 });
     for (name, decoder) in decoders() {
         let features = features::<B>(4, &device);
-        let together = decoding::beam_search(&decoder, &features, TOKENS, MAX_LENGTH, &config).unwrap();
-        let greedy_together = decoding::greedy(&decoder, &features, TOKENS, MAX_LENGTH).unwrap();
+        let together = decoding::beam_search(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH), &config).unwrap();
+        let greedy_together = decoding::greedy(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH)).unwrap();
         for image in 0..4 {
             let one = select_images(&features, &[image]);
-            let alone = decoding::beam_search(&decoder, &one, TOKENS, MAX_LENGTH, &config).unwrap();
+            let alone = decoding::beam_search(&decoder, &one, &Constraints::new(TOKENS, MAX_LENGTH), &config).unwrap();
             assert_eq!(alone[0].len(), together[image].len(), "{name}");
             for (a, b) in alone[0].iter().zip(&together[image]) {
                 assert_same(name, a, b);
             }
-            let greedy_alone = decoding::greedy(&decoder, &one, TOKENS, MAX_LENGTH).unwrap();
+            let greedy_alone = decoding::greedy(&decoder, &one, &Constraints::new(TOKENS, MAX_LENGTH)).unwrap();
             assert_same(name, &greedy_alone[0], &greedy_together[image]);
         }
     }
@@ -153,14 +153,15 @@ fn sampling_is_reproducible_given_a_seed() {
     for (name, decoder) in decoders() {
         let features = features::<B>(2, &device);
         let config = SamplingConfig::new(42).with_temperature(1.5).with_top_p(0.95).with_num_samples(3);
-        let first = decoding::sample(&decoder, &features, TOKENS, MAX_LENGTH, &config).unwrap();
-        let again = decoding::sample(&decoder, &features, TOKENS, MAX_LENGTH, &config).unwrap();
+        let first = decoding::sample(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH), &config).unwrap();
+        let again = decoding::sample(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH), &config).unwrap();
         assert_eq!(first, again, "{name}");
         assert!(first.iter().all(|samples| samples.len() == 3));
         for h in first.iter().flatten() {
             check_hypothesis(name, h, LengthPenalty::None);
         }
-        let other = decoding::sample(&decoder, &features, TOKENS, MAX_LENGTH, &SamplingConfig { seed: 43, ..config }).unwrap();
+        let other =
+            decoding::sample(&decoder, &features, &Constraints::new(TOKENS, MAX_LENGTH), &SamplingConfig { seed: 43, ..config }).unwrap();
         assert_ne!(first, other, "{name}: seeds 42 and 43 drew the same captions");
     }
 }
@@ -186,10 +187,10 @@ fn beam_search_finds_what_greedy_misses_and_ranks_by_the_penalty() {
     ]);
     let device = Default::default();
     let features = features::<B>(1, &device);
-    let greedy = decoding::greedy(&table, &features, TOKENS, 4).unwrap();
+    let greedy = decoding::greedy(&table, &features, &Constraints::new(TOKENS, 4)).unwrap();
     assert_eq!(greedy[0].tokens[0], 3);
     let config = BeamSearchConfig::new(3).with_n_best(3);
-    let beam = decoding::beam_search(&table, &features, TOKENS, 4, &config).unwrap();
+    let beam = decoding::beam_search(&table, &features, &Constraints::new(TOKENS, 4), &config).unwrap();
     assert_eq!(beam[0][0].tokens, vec![4]);
     assert!((beam[0][0].confidence() - 0.4f64.sqrt()).abs() < 1e-6, "{:?}", beam[0][0]);
     // Step 1's candidates are "4 <eos>" (0.4), "3 5" and "3 6" (0.1875 each), then "3 <eos>"
@@ -201,7 +202,9 @@ fn beam_search_finds_what_greedy_misses_and_ranks_by_the_penalty() {
     assert!((beam[0][2].log_prob - 0.09375f64.ln()).abs() < 1e-5);
     // Averaging per token favours longer captions: "3 5" and "3 6" (ln(0.09375)/3 = -0.79 each)
     // now rank above the empty caption (ln(0.1) = -2.30), but "4" still leads (ln(0.4)/2 = -0.46).
-    let average = decoding::beam_search(&table, &features, TOKENS, 4, &config.clone().with_length_penalty(LengthPenalty::Average)).unwrap();
+    let average =
+        decoding::beam_search(&table, &features, &Constraints::new(TOKENS, 4), &config.clone().with_length_penalty(LengthPenalty::Average))
+            .unwrap();
     assert!(average[0].windows(2).all(|w| w[0].score >= w[1].score));
     assert_eq!(average[0][0].tokens, vec![4]);
     assert!(average[0][1..].iter().all(|h| h.tokens.len() == 2 && h.tokens[0] == 3), "{average:?}");
@@ -229,9 +232,9 @@ fn bad_endings_are_not_ended_on() {
         DecodeStrategy::Sample(SamplingConfig::new(7).with_num_samples(4)),
     ];
     for strategy in &strategies {
-        let plain = decoding::decode(&table, &features, TOKENS, 6, strategy).unwrap();
+        let plain = decoding::decode(&table, &features, &Constraints::new(TOKENS, 6), strategy).unwrap();
         assert!(plain.iter().flatten().any(|h| h.tokens.last() == Some(&4)), "{strategy:?}: {plain:?}");
-        let blocked = decoding::decode_with(&table, &features, TOKENS, 6, strategy, &[4]).unwrap();
+        let blocked = decoding::decode(&table, &features, &Constraints::new(TOKENS, 6).with_no_eos_after(&[4]), strategy).unwrap();
         for h in blocked.iter().flatten() {
             check_hypothesis(&format!("{strategy:?}"), h, LengthPenalty::None);
             assert!(h.finished && h.tokens.last() != Some(&4), "{strategy:?}: {h:?}");
@@ -259,10 +262,15 @@ fn trigram_blocking_prevents_loops() {
     ]);
     let device = Default::default();
     let features = features::<B>(1, &device);
-    let plain = decoding::beam_search(&table, &features, TOKENS, 8, &BeamSearchConfig::new(2)).unwrap();
+    let plain = decoding::beam_search(&table, &features, &Constraints::new(TOKENS, 8), &BeamSearchConfig::new(2)).unwrap();
     assert_eq!(&plain[0][0].tokens[..6], &[3, 4, 5, 3, 4, 5]);
-    let blocked =
-        decoding::beam_search(&table, &features, TOKENS, 8, &BeamSearchConfig::new(2).with_block_repeated_trigrams(true)).unwrap();
+    let blocked = decoding::beam_search(
+        &table,
+        &features,
+        &Constraints::new(TOKENS, 8),
+        &BeamSearchConfig::new(2).with_block_repeated_trigrams(true),
+    )
+    .unwrap();
     for h in &blocked[0] {
         let trigrams: Vec<&[u32]> = h.tokens.windows(3).collect();
         let distinct: std::collections::HashSet<&[u32]> = trigrams.iter().copied().collect();
@@ -275,14 +283,15 @@ fn invalid_settings_are_errors() {
     let device = Default::default();
     let (_, decoder) = decoders().remove(2); // transformer, max_positions 16
     let features = features::<B>(1, &device);
-    let too_long = decoding::greedy(&decoder, &features, TOKENS, 17).unwrap_err().to_string();
+    let too_long = decoding::greedy(&decoder, &features, &Constraints::new(TOKENS, 17)).unwrap_err().to_string();
     assert!(too_long.contains("max_length") && too_long.contains("16"), "{too_long}");
-    let err = decoding::beam_search(&decoder, &features, TOKENS, 8, &BeamSearchConfig::new(2).with_n_best(3)).unwrap_err();
+    let err =
+        decoding::beam_search(&decoder, &features, &Constraints::new(TOKENS, 8), &BeamSearchConfig::new(2).with_n_best(3)).unwrap_err();
     assert!(err.to_string().contains("n_best"), "{err}");
-    assert!(decoding::greedy(&decoder, &features, TOKENS, 0).is_err());
+    assert!(decoding::greedy(&decoder, &features, &Constraints::new(TOKENS, 0)).is_err());
     assert_eq!(decoder.max_positions(), Some(16));
     // An empty batch decodes to nothing.
     let none = select_images(&features, &[]);
-    assert!(decoding::beam_search(&decoder, &none, TOKENS, 8, &BeamSearchConfig::new(2)).unwrap().is_empty());
-    assert!(decoding::greedy(&decoder, &none, TOKENS, 8).unwrap().is_empty());
+    assert!(decoding::beam_search(&decoder, &none, &Constraints::new(TOKENS, 8), &BeamSearchConfig::new(2)).unwrap().is_empty());
+    assert!(decoding::greedy(&decoder, &none, &Constraints::new(TOKENS, 8)).unwrap().is_empty());
 }

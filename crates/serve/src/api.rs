@@ -12,7 +12,7 @@ use axum::extract::{Extension, FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use caption_data::image::{ImageConfig, decode_upload, prepare};
+use caption_data::image::ImageConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -303,7 +303,8 @@ pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOp
         let sampling = SamplingOptions::new(temperature, sampling.top_k.unwrap_or(0), top_p, seed, sampling.seed.is_some());
         return Ok(DecodeOptions { beam_size: 1, num_captions, max_length, sampling: Some(sampling) });
     }
-    let beam_size = raw.beam_size.unwrap_or(decoding.default_beam_size);
+    let default_beam_size = decoding.default_beam_size.unwrap_or_else(|| model.info.decoding.beam_size().min(decoding.max_beam_size));
+    let beam_size = raw.beam_size.unwrap_or(default_beam_size);
     if beam_size == 0 || beam_size > decoding.max_beam_size {
         return Err(ApiError::unprocessable(format!("`beam_size` is {beam_size}; use 1..={} (1 = greedy)", decoding.max_beam_size)));
     }
@@ -667,8 +668,7 @@ pub(crate) fn check_image(bytes: &[u8], name: &str, max_pixels: u64) -> Result<(
 
 /// Decodes an image that passed [`check_image`] and prepares it as the checkpoint was trained.
 fn prepare_image(bytes: &[u8], name: &str, max_pixels: u64, preprocess: &ImageConfig) -> Result<Vec<f32>, ApiError> {
-    let rgb = decode_upload(bytes, name, max_pixels, preprocess.size).map_err(|e| ApiError::unsupported(e.to_string()))?;
-    Ok(prepare(&rgb, preprocess, None).chw)
+    caption_data::image::prepare_bytes(bytes, name, max_pixels, preprocess).map_err(|e| ApiError::unsupported(e.to_string()))
 }
 
 #[cfg(test)]

@@ -160,19 +160,21 @@ impl Default for CacheConfig {
     }
 }
 
-/// Decoding options of requests that leave them out, and their limits.
+/// Decoding options of requests that leave them out, and their limits. Everything else (length
+/// penalty, trigram blocking, bad endings) is the checkpoint's decoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecodingConfig {
-    /// 1 = greedy decoding.
-    pub default_beam_size: usize,
+    /// 1 = greedy decoding; `None`: the checkpoint's (capped at `max_beam_size`).
+    pub default_beam_size: Option<usize>,
     pub max_beam_size: usize,
+    /// Capped at the beam size.
     pub default_num_captions: usize,
 }
 
 impl Default for DecodingConfig {
     fn default() -> Self {
-        DecodingConfig { default_beam_size: 3, max_beam_size: 10, default_num_captions: 1 }
+        DecodingConfig { default_beam_size: None, max_beam_size: 10, default_num_captions: 1 }
     }
 }
 
@@ -318,16 +320,18 @@ impl ServeConfig {
         if self.decoding.max_beam_size == 0 {
             return Err("`decoding.max_beam_size` must be at least 1".into());
         }
-        if !(1..=self.decoding.max_beam_size).contains(&self.decoding.default_beam_size) {
+        if let Some(beam_size) = self.decoding.default_beam_size
+            && !(1..=self.decoding.max_beam_size).contains(&beam_size)
+        {
             return Err(format!(
-                "`decoding.default_beam_size` is {}; use 1..={} (`decoding.max_beam_size`)",
-                self.decoding.default_beam_size, self.decoding.max_beam_size
+                "`decoding.default_beam_size` is {beam_size}; use 1..={} (`decoding.max_beam_size`), or null for the checkpoint's",
+                self.decoding.max_beam_size
             ));
         }
-        if self.decoding.default_num_captions == 0 || self.decoding.default_num_captions > self.decoding.default_beam_size {
+        if self.decoding.default_num_captions == 0 || self.decoding.default_num_captions > self.decoding.max_beam_size {
             return Err(format!(
-                "`decoding.default_num_captions` is {}; use 1..={} (`decoding.default_beam_size`)",
-                self.decoding.default_num_captions, self.decoding.default_beam_size
+                "`decoding.default_num_captions` is {}; use 1..={} (`decoding.max_beam_size`)",
+                self.decoding.default_num_captions, self.decoding.max_beam_size
             ));
         }
         if self.image_url.enabled {

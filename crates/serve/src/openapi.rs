@@ -10,7 +10,7 @@ fn error(description: &str) -> Value {
 fn options() -> Value {
     json!({
         "num_captions": {"type": "integer", "minimum": 1, "description": "Captions per image, best first; at most beam_size (default from serve.yaml)."},
-        "beam_size": {"type": "integer", "minimum": 1, "description": "Beams per image, 1 = greedy; at most decoding.max_beam_size (default decoding.default_beam_size)."},
+        "beam_size": {"type": "integer", "minimum": 1, "description": "Beams per image, 1 = greedy; at most decoding.max_beam_size (default decoding.default_beam_size, or the checkpoint's beam size). The length penalty, trigram blocking and bad-ending rule are the checkpoint's."},
         "max_length": {"type": "integer", "minimum": 1, "description": "Most words per caption; at most the model's own maximum (the default)."},
         "sampling": {"type": "object", "additionalProperties": false, "description": "Draw num_captions captions instead of a beam search (leave out beam_size). Cached only with a seed.", "properties": {
             "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},

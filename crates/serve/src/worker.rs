@@ -13,10 +13,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use burn::prelude::*;
-use caption_data::TextEncoder;
 use caption_data::image::ImageConfig;
 use caption_model::{
-    BeamSearchConfig, Captioner, CheckpointError, DecodeStrategy, DeviceSpec, SamplingConfig, TokenProbability, load_checkpoint,
+    CaptionPipeline, CheckpointError, DecodingConfig, DecodingOverrides, DeviceSpec, SamplingConfig, TokenProbability, load_checkpoint,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -70,20 +69,22 @@ impl DecodeOptions {
         self.sampling.is_none_or(|s| s.seeded)
     }
 
-    fn strategy(self) -> DecodeStrategy {
-        if let Some(sampling) = self.sampling {
-            return DecodeStrategy::Sample(SamplingConfig {
-                temperature: sampling.temperature(),
-                top_k: sampling.top_k,
-                top_p: sampling.top_p(),
-                seed: sampling.seed,
-                num_samples: self.num_captions,
-            });
-        }
-        if self.beam_size == 1 {
-            DecodeStrategy::Greedy
-        } else {
-            DecodeStrategy::Beam(BeamSearchConfig::new(self.beam_size).with_n_best(self.num_captions))
+    /// These options as changes to the checkpoint's decoding: its length penalty, trigram
+    /// blocking and bad-ending rule stay.
+    fn overrides(self) -> DecodingOverrides {
+        let sampling = self.sampling.map(|sampling| SamplingConfig {
+            temperature: sampling.temperature(),
+            top_k: sampling.top_k,
+            top_p: sampling.top_p(),
+            seed: sampling.seed,
+            num_samples: self.num_captions,
+        });
+        DecodingOverrides {
+            beam_size: Some(self.beam_size),
+            num_captions: Some(self.num_captions),
+            max_length: Some(self.max_length),
+            sampling,
+            ..Default::default()
         }
     }
 }
@@ -118,6 +119,8 @@ pub struct ModelInfo {
     pub preprocess: ImageConfig,
     /// The most words it writes per caption.
     pub max_length: usize,
+    /// How it decodes unless a request says otherwise (the checkpoint's decoding).
+    pub decoding: DecodingConfig,
     pub device: DeviceSpec,
 }
 
@@ -164,7 +167,7 @@ impl ModelWorker {
         // Files changed since promotion are never served.
         crate::registry::verify(registry, &version)?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
-        let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Result<(ImageConfig, usize), WorkerError>>(1);
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<Result<Loaded, WorkerError>>(1);
         let dir = version.dir(registry);
         let settings = Settings { batching, metrics };
         std::thread::Builder::new()
@@ -185,9 +188,9 @@ impl ModelWorker {
                 }
             })
             .map_err(|e| WorkerError::Thread(e.to_string()))?;
-        let (preprocess, max_length) =
+        let Loaded { preprocess, max_length, decoding } =
             loaded_rx.recv().map_err(|_| WorkerError::Thread("the model thread stopped while loading".into()))??;
-        Ok(ModelWorker { info: ModelInfo { version, preprocess, max_length, device }, jobs })
+        Ok(ModelWorker { info: ModelInfo { version, preprocess, max_length, decoding, device }, jobs })
     }
 
     /// Queues one prepared image; the receiver gets its captions.
@@ -201,6 +204,13 @@ impl ModelWorker {
     }
 }
 
+/// What the model thread reports once the checkpoint is loaded.
+struct Loaded {
+    preprocess: ImageConfig,
+    max_length: usize,
+    decoding: DecodingConfig,
+}
+
 struct Settings {
     batching: BatchingConfig,
     metrics: Arc<Metrics>,
@@ -212,19 +222,20 @@ fn run<B: Backend>(
     device: &B::Device,
     settings: Settings,
     queue: Receiver<Job>,
-    loaded: SyncSender<Result<(ImageConfig, usize), WorkerError>>,
+    loaded: SyncSender<Result<Loaded, WorkerError>>,
 ) {
-    let checkpoint = match load_checkpoint::<B>(dir, device) {
-        Ok(checkpoint) => checkpoint,
+    let pipeline = match load_checkpoint::<B>(dir, device) {
+        Ok(checkpoint) => CaptionPipeline::from_checkpoint(checkpoint, device),
         Err(error) => {
             let _ = loaded.send(Err(error.into()));
             return;
         }
     };
-    // Checkpoints written before preprocessing was recorded get the training default.
-    let preprocess = checkpoint.meta.preprocess.clone().unwrap_or_default();
-    let size = preprocess.size as usize;
-    let _ = loaded.send(Ok((preprocess, checkpoint.model.config().max_length)));
+    let _ = loaded.send(Ok(Loaded {
+        preprocess: pipeline.preprocess.clone(),
+        max_length: pipeline.model.config().max_length,
+        decoding: pipeline.decoding.clone(),
+    }));
     drop(loaded);
 
     let max_wait = Duration::from_millis(settings.batching.max_wait_ms);
@@ -242,12 +253,10 @@ fn run<B: Backend>(
             };
             pending = rest;
             settings.metrics.observe_batch(group.len());
-            let pixels: Vec<&[f32]> = group.iter().map(|job| job.pixels.as_slice()).collect();
+            let pixels: Vec<f32> = group.iter().flat_map(|job| job.pixels.iter().copied()).collect();
             // A panic inside burn must not take the thread (and every later request) down.
-            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decode_group(&checkpoint.model, &checkpoint.text, device, size, &pixels, options)
-            }))
-            .unwrap_or_else(|_| Err("the model failed while decoding (internal error)".to_string()));
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_group(&pipeline, pixels, options)))
+                .unwrap_or_else(|_| Err("the model failed while decoding (internal error)".to_string()));
             match decoded {
                 Ok(captions) => {
                     for (job, captions) in group.into_iter().zip(captions) {
@@ -280,33 +289,11 @@ fn next_batch(queue: &Receiver<Job>, max_batch: usize, max_wait: Duration) -> Op
     Some(batch)
 }
 
-fn decode_group<B: Backend>(
-    model: &Captioner<B>,
-    text: &TextEncoder,
-    device: &B::Device,
-    size: usize,
-    images: &[&[f32]],
-    options: DecodeOptions,
-) -> Result<Vec<Vec<Caption>>, String> {
-    let pixels: Vec<f32> = images.concat();
-    let batch = Tensor::<B, 4>::from_data(TensorData::new(pixels, [images.len(), 3, size, size]), device);
-    let features = model.encode(batch);
-    let hypotheses =
-        caption_model::decoding::decode(&model.decoder, &features, model.config().tokens, options.max_length, &options.strategy())
-            .map_err(|e| e.to_string())?;
-    let sampled = options.sampling.is_some();
-    Ok(hypotheses
+fn decode_group<B: Backend>(pipeline: &CaptionPipeline<B>, pixels: Vec<f32>, options: DecodeOptions) -> Result<Vec<Vec<Caption>>, String> {
+    let decoding = options.overrides().apply(&pipeline.decoding).map_err(|e| e.to_string())?;
+    let lists = pipeline.caption_images(pixels, &decoding).map_err(|e| e.to_string())?;
+    Ok(lists
         .into_iter()
-        .map(|list| {
-            let mut captions: Vec<Caption> = list
-                .iter()
-                .map(|h| Caption { text: text.decode(&h.tokens), confidence: h.confidence(), tokens: Some(h.token_probabilities(text)) })
-                .collect();
-            // Draws come in drawing order; the API lists captions best first.
-            if sampled {
-                captions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-            }
-            captions
-        })
+        .map(|list| list.into_iter().map(|c| Caption { text: c.text, confidence: c.confidence, tokens: Some(c.tokens) }).collect())
         .collect())
 }

@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use caption_data::DataConfig;
 use caption_data::TextEncoder;
 use caption_model::{
-    AttentionLstmConfig, BeamSearchConfig, CaptionerConfig, DecodeStrategy, DecoderConfig, DeviceSpec, EncoderConfig, EncoderKind,
-    Finetune, PositionEncoding, TransformerDecoderConfig,
+    AttentionLstmConfig, BeamSearchConfig, CaptionerConfig, DecodeStrategy, DecoderConfig, DecodingConfig, DeviceSpec, EncoderConfig,
+    EncoderKind, Finetune, PositionEncoding, TransformerDecoderConfig,
 };
 
 use crate::scst::ScstConfig;
@@ -283,7 +283,8 @@ pub struct TrainConfig {
     pub attention_regularizer: f64,
     /// Decoding for validation (`{method: greedy}` or `{method: beam, beam_size: 3}`).
     pub decode: DecodeStrategy,
-    /// Decoding for the final test evaluation.
+    /// Decoding for the final test evaluation; recorded in checkpoints as their default
+    /// decoding (`caption caption`, `caption eval` and the server use it).
     pub test_decode: DecodeStrategy,
     /// No caption ends with `a`, `the`, `with`, ... (ImageCaptioning.pytorch's
     /// `remove_bad_endings`, its word list): applies to validation, test, `caption eval` and
@@ -366,6 +367,16 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Validation's decoding: `decode` with `block_bad_endings`.
+    pub fn validation_decoding(&self) -> DecodingConfig {
+        DecodingConfig::new(self.decode.clone()).with_block_bad_endings(self.block_bad_endings)
+    }
+
+    /// The test's decoding, and the checkpoints' default: `test_decode` with `block_bad_endings`.
+    pub fn test_decoding(&self) -> DecodingConfig {
+        DecodingConfig::new(self.test_decode.clone()).with_block_bad_endings(self.block_bad_endings)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let positive = |value: usize, key: &str| -> Result<()> {
             if value == 0 {
@@ -422,8 +433,8 @@ impl TrainConfig {
         if !(self.attention_regularizer.is_finite() && self.attention_regularizer >= 0.0) {
             bail!("`train.attention_regularizer` is {}; it must be 0 or more", self.attention_regularizer);
         }
-        check_strategy(&self.decode, "decode")?;
-        check_strategy(&self.test_decode, "test_decode")?;
+        self.validation_decoding().validate().map_err(|e| anyhow::anyhow!("`train.decode`: {e}"))?;
+        self.test_decoding().validate().map_err(|e| anyhow::anyhow!("`train.test_decode`: {e}"))?;
         let selectable = selectable_metrics();
         if !selectable.contains(&self.best_metric.as_str()) {
             bail!("`train.best_metric` is {:?}; expected one of {}", self.best_metric, selectable.join(", "));
@@ -436,15 +447,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
-
-fn check_strategy(strategy: &DecodeStrategy, key: &str) -> Result<()> {
-    let checked = match strategy {
-        DecodeStrategy::Greedy => Ok(()),
-        DecodeStrategy::Beam(beam) => beam.validate(),
-        DecodeStrategy::Sample(sample) => sample.validate(),
-    };
-    checked.map_err(|e| anyhow::anyhow!("`train.{key}`: {e}"))
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use burn::prelude::*;
 use caption_data::fsutil::write_atomic;
 use caption_data::image::thumbnail_jpeg;
-use caption_data::{CaptionDataset, DataConfig, Sample, Split, TextEncoder};
+use caption_data::{CaptionDataset, DataConfig, Sample, Split};
 use caption_eval::meteor::Meteor;
 use caption_eval::report::{self, ReportHeader, ReportImage};
 use caption_eval::{Evaluation, Metric, evaluate_with};
-use caption_model::{Captioner, DecodeStrategy, DeviceSpec, EncoderConfig, load_checkpoint};
+use caption_model::{Caption, CaptionPipeline, DecodingConfig, DecodingOverrides, DeviceSpec, EncoderConfig, load_checkpoint};
 use serde::Serialize;
 
 use crate::data::ImageSource;
@@ -44,46 +44,31 @@ impl EvalInputs<'_> {
     }
 }
 
-/// The token ids of ImageCaptioning.pytorch's bad endings (`caption_model::decoding::BAD_ENDINGS`)
-/// in `text`'s vocabulary: the words that are one token there (`train.block_bad_endings`).
-pub fn bad_ending_ids(text: &TextEncoder) -> Vec<u32> {
-    caption_model::decoding::BAD_ENDINGS
-        .iter()
-        .filter_map(|word| match text.encode(word)[..] {
-            [id] if id != text.unk_id() => Some(id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Captions for every image of `inputs`, in order (the best hypothesis of each); with
-/// `block_bad_endings`, none ends with one of [`bad_ending_ids`].
+/// The best caption of every image of `inputs`, in order.
 pub fn decode_images<B: Backend>(
-    model: &Captioner<B>,
-    text: &TextEncoder,
+    pipeline: &CaptionPipeline<B>,
     inputs: EvalInputs,
-    strategy: &DecodeStrategy,
-    block_bad_endings: bool,
+    decoding: &DecodingConfig,
     batch_size: usize,
-    device: &B::Device,
-) -> Result<Vec<String>> {
-    let no_eos_after = if block_bad_endings { bad_ending_ids(text) } else { Vec::new() };
+) -> Result<Vec<Caption>> {
     let mut captions = Vec::with_capacity(inputs.len());
     let indices: Vec<usize> = (0..inputs.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let hypotheses = match inputs {
-            EvalInputs::Images(source) => {
-                let size = source.config.size as usize;
-                let pixels = source.pixels(chunk, None)?;
-                let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [chunk.len(), 3, size, size]), device);
-                model.decode_features_with(&model.encode(images), strategy, &no_eos_after)
-            }
-            EvalInputs::Features(set) => model.decode_features_with(&set.encoder_output(chunk, device), strategy, &no_eos_after),
+        let lists = match inputs {
+            EvalInputs::Images(source) => pipeline.caption_images(source.pixels(chunk, None)?, decoding),
+            EvalInputs::Features(set) => pipeline.caption_features(&set.encoder_output(chunk, pipeline.device()), decoding),
         }
         .context("decoding")?;
-        captions.extend(hypotheses.iter().map(|list| list.first().map(|h| text.decode(&h.tokens)).unwrap_or_default()));
+        for list in lists {
+            captions.push(list.into_iter().next().context("decoding gave an image no caption")?);
+        }
     }
     Ok(captions)
+}
+
+/// The captions' texts.
+pub fn texts(captions: &[Caption]) -> Vec<String> {
+    captions.iter().map(|c| c.text.clone()).collect()
 }
 
 /// Scores `candidates` (one per sample, in order) against the samples' references.
@@ -109,9 +94,10 @@ pub struct EvalJob {
     pub split: Split,
     /// Evaluate the first N images only (0: all).
     pub max_images: usize,
-    pub decode: DecodeStrategy,
-    /// `train.block_bad_endings`.
-    pub block_bad_endings: bool,
+    /// Changes to the checkpoint's decoding.
+    pub decoding: DecodingOverrides,
+    /// The decoding of checkpoints that record none (the config's test decoding).
+    pub default_decoding: DecodingConfig,
     pub batch_size: usize,
     pub meteor: Option<Meteor>,
     pub out: PathBuf,
@@ -139,6 +125,16 @@ pub fn evaluate_checkpoint(job: &EvalJob) -> Result<TestReport> {
 fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestReport> {
     let start = Instant::now();
     let checkpoint = load_checkpoint::<B>(&job.checkpoint, &device).with_context(|| format!("loading {}", job.checkpoint.display()))?;
+    let meta = checkpoint.meta.clone();
+    let mut pipeline = CaptionPipeline::from_checkpoint(checkpoint, &device);
+    // Checkpoints that predate recording them are evaluated as the config says.
+    if meta.preprocess.is_none() {
+        pipeline.preprocess = crate::preprocess_config(&job.data.image);
+    }
+    if meta.decoding.is_none() {
+        pipeline.decoding = job.default_decoding.clone();
+    }
+    let decoding = job.decoding.apply(&pipeline.decoding)?;
     let dataset = CaptionDataset::load(&job.data).context("loading the dataset")?;
     let mut samples: Vec<&Sample> = dataset.split(job.split).collect();
     if job.max_images > 0 {
@@ -147,21 +143,12 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
     if samples.is_empty() {
         bail!("the {} split has no images to evaluate (check the `data:` section)", job.split);
     }
-    // The preprocessing the model was trained with; the config's for checkpoints that lack it.
-    let image = checkpoint.meta.preprocess.clone().unwrap_or_else(|| crate::preprocess_config(&job.data.image));
-    let source = ImageSource::new(samples.clone(), &image, 0)?;
+    let source = ImageSource::new(samples.clone(), &pipeline.preprocess, 0)?;
     let cached = match &job.feature_cache {
         Some((dir, encoder_config)) => {
-            let key = crate::features::cache_key(encoder_config, &checkpoint.model.encoder, &image)?;
-            Some(crate::features::load_or_compute(
-                dir,
-                &key,
-                job.split.as_str(),
-                &checkpoint.model.encoder,
-                &source,
-                job.batch_size,
-                &device,
-            )?)
+            let encoder = &pipeline.model.encoder;
+            let key = crate::features::cache_key(encoder_config, encoder, &pipeline.preprocess)?;
+            Some(crate::features::load_or_compute(dir, &key, job.split.as_str(), encoder, &source, job.batch_size, &device)?)
         }
         None => None,
     };
@@ -170,26 +157,14 @@ fn evaluate_on<B: Backend>(job: &EvalJob, device: B::Device) -> Result<TestRepor
         None => EvalInputs::Images(&source),
     };
     let label = ReportLabel {
-        title: checkpoint.meta.run_name.clone(),
+        title: meta.run_name.clone(),
         split: job.split.to_string(),
         checkpoint: job.checkpoint.display().to_string(),
-        epoch: checkpoint.meta.epoch,
-        step: checkpoint.meta.step,
+        epoch: meta.epoch,
+        step: meta.step,
     };
-    let (report, _) = evaluate_split(
-        &checkpoint.model,
-        &checkpoint.text,
-        inputs,
-        &samples,
-        &job.decode,
-        job.block_bad_endings,
-        job.batch_size,
-        job.meteor.as_ref(),
-        label,
-        start,
-        &job.out,
-        &device,
-    )?;
+    let run = SplitRun { inputs, samples: &samples, decoding: &decoding, batch_size: job.batch_size, meteor: job.meteor.as_ref() };
+    let (report, _) = evaluate_split(&pipeline, run, label, start, &job.out)?;
     Ok(report)
 }
 
@@ -204,40 +179,41 @@ pub struct ReportLabel {
     pub step: u64,
 }
 
-/// Decodes `samples` (from `inputs`, in the same order), scores them, and writes the evaluation
-/// files and reports into `out`; returns the report and the captions. `start` is when the
-/// evaluation began, for the reported time.
-#[allow(clippy::too_many_arguments)]
+/// What [`evaluate_split`] decodes and scores.
+pub struct SplitRun<'a> {
+    /// The samples' images or features, in the samples' order.
+    pub inputs: EvalInputs<'a>,
+    pub samples: &'a [&'a Sample],
+    pub decoding: &'a DecodingConfig,
+    pub batch_size: usize,
+    /// METEOR's data, when it is scored.
+    pub meteor: Option<&'a Meteor>,
+}
+
+/// Decodes a split, scores it, and writes the evaluation files and reports into `out`; returns
+/// the report and the captions. `start` is when the evaluation began, for the reported time.
 pub fn evaluate_split<B: Backend>(
-    model: &Captioner<B>,
-    text: &TextEncoder,
-    inputs: EvalInputs,
-    samples: &[&Sample],
-    decode: &DecodeStrategy,
-    block_bad_endings: bool,
-    batch_size: usize,
-    meteor: Option<&Meteor>,
+    pipeline: &CaptionPipeline<B>,
+    run: SplitRun,
     label: ReportLabel,
     start: Instant,
     out: &Path,
-    device: &B::Device,
-) -> Result<(TestReport, Vec<String>)> {
-    let candidates = decode_images(model, text, inputs, decode, block_bad_endings, batch_size, device)?;
-    let evaluation = score_with(samples, &candidates, meteor)?;
+) -> Result<(TestReport, Vec<Caption>)> {
+    let captions = decode_images(pipeline, run.inputs, run.decoding, run.batch_size)?;
+    let evaluation = score_with(run.samples, &texts(&captions), run.meteor)?;
     let report = TestReport {
         title: label.title,
         split: label.split,
         checkpoint: label.checkpoint,
         epoch: label.epoch,
         step: label.step,
-        decode: decode.clone(),
-        block_bad_endings,
-        images: samples.len(),
+        decoding: run.decoding.clone(),
+        images: run.samples.len(),
         metrics: evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect(),
         seconds: start.elapsed().as_secs_f64(),
     };
-    write_eval_files(out, &report, samples, &candidates, &evaluation)?;
-    Ok((report, candidates))
+    write_eval_files(out, &report, run.samples, &captions, &evaluation)?;
+    Ok((report, captions))
 }
 
 /// What a test evaluation found.
@@ -249,9 +225,7 @@ pub struct TestReport {
     pub checkpoint: String,
     pub epoch: Option<u64>,
     pub step: u64,
-    pub decode: DecodeStrategy,
-    /// Whether captions were kept from ending with a bad ending (`train.block_bad_endings`).
-    pub block_bad_endings: bool,
+    pub decoding: DecodingConfig,
     pub images: usize,
     /// Corpus scores, pycocoevalcap's names and order.
     pub metrics: Vec<(String, f64)>,
@@ -271,9 +245,10 @@ pub fn write_eval_files(
     dir: &Path,
     report: &TestReport,
     samples: &[&Sample],
-    candidates: &[String],
+    captions: &[Caption],
     evaluation: &Evaluation<String>,
 ) -> Result<()> {
+    let candidates = texts(captions);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let metrics: serde_json::Map<String, serde_json::Value> =
         report.metrics.iter().map(|(name, value)| (name.clone(), serde_json::json!(value))).collect();
@@ -282,8 +257,7 @@ pub fn write_eval_files(
         "checkpoint": report.checkpoint,
         "epoch": report.epoch,
         "step": report.step,
-        "decode": report.decode,
-        "block_bad_endings": report.block_bad_endings,
+        "decoding": report.decoding,
         "images": report.images,
         "metrics": metrics,
         "seconds": report.seconds,
@@ -292,12 +266,13 @@ pub fn write_eval_files(
 
     let rows: Vec<serde_json::Value> = samples
         .iter()
-        .zip(candidates)
+        .zip(captions)
         .zip(&evaluation.images)
-        .map(|((sample, candidate), image)| {
+        .map(|((sample, caption), image)| {
             let mut row = serde_json::Map::new();
             row.insert("image_id".into(), sample.image_id_json());
-            row.insert("candidate".into(), serde_json::json!(candidate));
+            row.insert("candidate".into(), serde_json::json!(caption.text));
+            row.insert("confidence".into(), serde_json::json!(caption.confidence));
             for (name, value) in image.scores.iter() {
                 row.insert(name.into(), serde_json::json!(value));
             }
@@ -308,7 +283,7 @@ pub fn write_eval_files(
 
     let results: Vec<serde_json::Value> = samples
         .iter()
-        .zip(candidates)
+        .zip(&candidates)
         .map(|(sample, caption)| serde_json::json!({"image_id": sample.image_id_json(), "caption": caption}))
         .collect();
     write_atomic(&dir.join("results.json"), &serde_json::to_vec_pretty(&results)?)?;
@@ -316,7 +291,7 @@ pub fn write_eval_files(
     // The reports, with thumbnails of the images they show.
     let mut images: Vec<ReportImage> = samples
         .iter()
-        .zip(candidates)
+        .zip(&candidates)
         .zip(&evaluation.images)
         .map(|((sample, candidate), image)| ReportImage {
             image_id: sample.image_id.clone(),
@@ -341,7 +316,7 @@ pub fn write_eval_files(
             ("checkpoint".into(), report.checkpoint.clone()),
             ("epoch".into(), report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into())),
             ("step".into(), report.step.to_string()),
-            ("decoding".into(), describe_decoding(report)),
+            ("decoding".into(), report.decoding.describe()),
         ],
         corpus: report.metrics.clone(),
     };
@@ -368,7 +343,7 @@ pub fn format_report(report: &TestReport, samples: &[&Sample], candidates: &[Str
         report.checkpoint,
         report.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
         report.step,
-        describe_decoding(report)
+        report.decoding.describe()
     );
     out += "| metric  |  score |\n|---------|-------:|\n";
     for (name, value) in &report.metrics {
@@ -385,35 +360,4 @@ pub fn format_report(report: &TestReport, samples: &[&Sample], candidates: &[Str
         }
     }
     out
-}
-
-/// The report's decoding, in words.
-fn describe_decoding(report: &TestReport) -> String {
-    let strategy = describe_strategy(&report.decode);
-    if report.block_bad_endings { format!("{strategy}, no bad endings") } else { strategy }
-}
-
-pub fn describe_strategy(strategy: &DecodeStrategy) -> String {
-    match strategy {
-        DecodeStrategy::Greedy => "greedy".into(),
-        DecodeStrategy::Beam(beam) => format!("beam {} (length penalty {})", beam.beam_size, beam.length_penalty),
-        DecodeStrategy::Sample(sample) => format!("sampling (temperature {})", sample.temperature),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use caption_data::VocabConfig;
-
-    #[test]
-    fn bad_ending_ids_are_the_listed_words_in_the_vocabulary() {
-        let captions = ["a dog on the grass", "a dog with a ball", "the cat sleeps"];
-        let text = TextEncoder::build(&VocabConfig { min_count: 1, max_length: 8, ..Default::default() }, &captions).unwrap();
-        let mut ids = bad_ending_ids(&text);
-        ids.sort_unstable();
-        let mut expected: Vec<u32> = ["a", "on", "the", "with"].iter().map(|w| text.encode(w)[0]).collect();
-        expected.sort_unstable();
-        assert_eq!(ids, expected);
-    }
 }

@@ -22,16 +22,14 @@ use caption_data::image::{AugmentConfig, ImageConfig};
 use caption_data::rng::SplitMix64;
 use caption_data::{CaptionDataset, Sample, Split, TextEncoder};
 use caption_model::{
-    CaptionDecoder, Captioner, CheckpointMeta, DecoderOutput, DeviceSpec, EncoderOutput, ImportOptions, doubly_stochastic_penalty,
-    load_checkpoint, load_encoder_weights, save_checkpoint,
+    CaptionDecoder, CaptionPipeline, Captioner, CheckpointMeta, DecoderOutput, DeviceSpec, EncoderOutput, ImportOptions,
+    doubly_stochastic_penalty, load_checkpoint, load_encoder_weights, save_checkpoint,
 };
 use serde::Serialize;
 
 use crate::config::{RunConfig, Schedule, TrainConfig};
 use crate::data::{HostBatch, ImageSource, TrainSet};
-use crate::evaluate::{
-    EvalInputs, ReportLabel, TestReport, bad_ending_ids, decode_images, describe_strategy, evaluate_split, format_report, score,
-};
+use crate::evaluate::{EvalInputs, ReportLabel, SplitRun, TestReport, decode_images, evaluate_split, format_report, score, texts};
 use crate::features;
 use crate::progress::EpochProgress;
 use crate::run_dir::{
@@ -374,16 +372,15 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     // Captions are drawn without a graph (and without dropout), then scored on the host.
     let inference = EncoderOutput { regions: features.regions.clone().inner(), pooled: features.pooled.clone().inner() };
     let decoder = model.decoder.valid();
-    let (tokens, max_length) = (model.config().tokens, model.config().max_length);
-    let no_eos_after = if config.block_bad_endings { bad_ending_ids(text) } else { Vec::new() };
+    let tokens = model.config().tokens;
+    let no_eos_after = if config.block_bad_endings { caption_model::decoding::bad_ending_ids(text) } else { Vec::new() };
+    let constraints = model.constraints().with_no_eos_after(&no_eos_after);
     let sampling = scst::sampling(scst_config, sample_seed);
-    let samples = caption_model::decoding::sample_with(&decoder, &inference, tokens, max_length, &sampling, &no_eos_after)
-        .context("drawing SCST samples")?;
+    let samples = caption_model::decoding::sample(&decoder, &inference, &constraints, &sampling).context("drawing SCST samples")?;
     let greedy = match scst_config.baseline {
-        scst::Baseline::Greedy => Some(
-            caption_model::decoding::greedy_with(&decoder, &inference, tokens, max_length, &no_eos_after)
-                .context("greedy SCST baseline")?,
-        ),
+        scst::Baseline::Greedy => {
+            Some(caption_model::decoding::greedy(&decoder, &inference, &constraints).context("greedy SCST baseline")?)
+        }
         scst::Baseline::Mean => None,
     };
     let rollout = scst::rollout(scst_config, reward, text, tokens, &batch.image_indices, &samples, greedy.as_deref());
@@ -413,8 +410,12 @@ fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     ))
 }
 
-fn checkpoint_meta(run_name: &str, state: &TrainState, image: &ImageConfig, metrics: &[(String, f64)]) -> CheckpointMeta {
-    let mut meta = CheckpointMeta::new(run_name, state.step).with_epoch(state.epoch as u64).with_preprocess(preprocess_config(image));
+/// A checkpoint's metadata: where the run is, how its images are prepared and how it decodes.
+fn checkpoint_meta(config: &RunConfig, state: &TrainState, metrics: &[(String, f64)]) -> CheckpointMeta {
+    let mut meta = CheckpointMeta::new(&config.name, state.step)
+        .with_epoch(state.epoch as u64)
+        .with_preprocess(preprocess_config(&config.data.image))
+        .with_decoding(config.train.test_decoding());
     for (name, value) in metrics {
         meta = meta.with_metric(format!("val/{name}"), *value);
     }
@@ -904,7 +905,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                     state.train_seconds = seconds_before + train_start.elapsed().as_secs_f64();
                     state.param_ids = param_ids::<A<B>, _>(&model).iter().map(|id| id.val()).collect();
                     sync_running_statistics(&model);
-                    let meta = checkpoint_meta(&config.name, &state, &config.data.image, &last_val);
+                    let meta = checkpoint_meta(config, &state, &last_val);
                     save_last(&checkpoints, &model, &text, &meta, optimizer.to_record(), &state)?;
                     if job.interrupt_after_step.is_some_and(|s| state.step >= s) {
                         return Ok(true);
@@ -930,16 +931,9 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         let mut stop = false;
         if validate {
             let val_start = Instant::now();
-            let inference = model.valid();
-            let candidates = decode_images(
-                &inference,
-                &text,
-                val_inputs,
-                &train_config.decode,
-                train_config.block_bad_endings,
-                train_config.eval_batch_size,
-                &device,
-            )?;
+            let pipeline = CaptionPipeline::new(model.valid(), text.clone(), eval_image.clone(), train_config.test_decoding(), &device);
+            let validation_decoding = train_config.validation_decoding();
+            let candidates = texts(&decode_images(&pipeline, val_inputs, &validation_decoding, train_config.eval_batch_size)?);
             let evaluation = score(&val_samples, &candidates)?;
             last_val = evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect();
             let value = evaluation.corpus.get(&train_config.best_metric).unwrap_or(f64::NAN);
@@ -947,8 +941,8 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
             if improved {
                 state.best = Some(Best { metric: train_config.best_metric.clone(), value, epoch: state.epoch, step: state.step });
                 state.bad_validations = 0;
-                let meta = checkpoint_meta(&config.name, &state, &config.data.image, &last_val);
-                save_checkpoint(&checkpoints.join(BEST), &inference, &text, &meta).context("writing checkpoints/best")?;
+                let meta = checkpoint_meta(config, &state, &last_val);
+                save_checkpoint(&checkpoints.join(BEST), &pipeline.model, &text, &meta).context("writing checkpoints/best")?;
             } else {
                 state.bad_validations += 1;
                 stop = train_config.patience > 0 && state.bad_validations >= train_config.patience;
@@ -959,7 +953,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 "validation after epoch {} ({} images, {}, {:.1}s): {}{}",
                 state.epoch,
                 val_samples.len(),
-                describe_strategy(&train_config.decode),
+                validation_decoding.describe(),
                 seconds,
                 shown.join(", "),
                 if improved {
@@ -1001,7 +995,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
         state.param_ids = param_ids::<A<B>, _>(&model).iter().map(|id| id.val()).collect();
         board.flush().map_err(board_error)?;
         sync_running_statistics(&model);
-        let meta = checkpoint_meta(&config.name, &state, &config.data.image, &last_val);
+        let meta = checkpoint_meta(config, &state, &last_val);
         save_last(&checkpoints, &model, &text, &meta, optimizer.to_record(), &state)?;
         if job.interrupt_after_step.is_some_and(|s| state.step >= s) && !state.finished {
             interrupted = true;
@@ -1038,21 +1032,12 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
                 epoch: checkpoint.meta.epoch,
                 step: checkpoint.meta.step,
             };
-            let (report, candidates) = evaluate_split(
-                &checkpoint.model,
-                &checkpoint.text,
-                inputs,
-                &test_samples,
-                &train_config.test_decode,
-                train_config.block_bad_endings,
-                train_config.eval_batch_size,
-                None,
-                label,
-                test_start,
-                &run_dir.join("eval").join("test"),
-                &device,
-            )?;
-            print!("{}", format_report(&report, &test_samples, &candidates, train_config.num_examples));
+            let pipeline = CaptionPipeline::from_checkpoint(checkpoint, &device);
+            let decoding = train_config.test_decoding();
+            let run =
+                SplitRun { inputs, samples: &test_samples, decoding: &decoding, batch_size: train_config.eval_batch_size, meteor: None };
+            let (report, captions) = evaluate_split(&pipeline, run, label, test_start, &run_dir.join("eval").join("test"))?;
+            print!("{}", format_report(&report, &test_samples, &texts(&captions), train_config.num_examples));
             println!("wrote {}", run_dir.join("eval").join("test").display());
             test = Some(report);
         }
