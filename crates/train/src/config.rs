@@ -8,8 +8,7 @@ use anyhow::{Result, bail};
 use caption_data::DataConfig;
 use caption_data::TextEncoder;
 use caption_model::{
-    AttentionLstmConfig, BeamSearchConfig, CaptionerConfig, DecodeStrategy, DecoderConfig, DecodingConfig, DeviceSpec, EncoderConfig,
-    EncoderKind, Finetune, PositionEncoding, TransformerDecoderConfig,
+    BeamSearchConfig, CaptionerConfig, DecodeStrategy, DecoderConfig, DecodingConfig, DeviceSpec, EncoderConfig, EncoderKind, Finetune,
 };
 
 use crate::scst::ScstConfig;
@@ -72,7 +71,9 @@ impl RunConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     pub encoder: EncoderSection,
-    pub decoder: DecoderSection,
+    /// `kind: attention_lstm` (default) or `kind: transformer`, with that decoder's options
+    /// (`caption_model::DecoderConfig`; any left out take their defaults).
+    pub decoder: DecoderConfig,
 }
 
 impl ModelConfig {
@@ -93,25 +94,7 @@ impl ModelConfig {
     }
 
     pub fn decoder_config(&self) -> DecoderConfig {
-        match &self.decoder {
-            DecoderSection::AttentionLstm(d) => AttentionLstmConfig::new()
-                .with_embedding_size(d.embedding_size)
-                .with_hidden_size(d.hidden_size)
-                .with_attention_size(d.attention_size)
-                .with_dropout(d.dropout)
-                .with_deep_output(d.deep_output)
-                .into(),
-            DecoderSection::Transformer(d) => TransformerDecoderConfig::new()
-                .with_d_model(d.d_model)
-                .with_num_heads(d.num_heads)
-                .with_num_layers(d.num_layers)
-                .with_d_ff(d.d_ff)
-                .with_dropout(d.dropout)
-                .with_max_positions(d.max_positions)
-                .with_positions(d.positions)
-                .with_norm_first(d.norm_first)
-                .into(),
-        }
+        self.decoder.clone()
     }
 
     /// The captioner config for a vocabulary.
@@ -148,75 +131,6 @@ impl Default for EncoderSection {
             width_mult: 1.0,
             finetune: Finetune::Frozen,
             weights: None,
-        }
-    }
-}
-
-/// `model.decoder:` `kind: attention_lstm` (default) or `kind: transformer`, with that decoder's
-/// options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DecoderSection {
-    AttentionLstm(AttentionLstmSection),
-    Transformer(TransformerSection),
-}
-
-impl Default for DecoderSection {
-    fn default() -> Self {
-        DecoderSection::AttentionLstm(AttentionLstmSection::default())
-    }
-}
-
-/// The attention LSTM's options (see `caption_model::AttentionLstmConfig`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AttentionLstmSection {
-    pub embedding_size: usize,
-    pub hidden_size: usize,
-    pub attention_size: usize,
-    pub dropout: f64,
-    pub deep_output: bool,
-}
-
-impl Default for AttentionLstmSection {
-    fn default() -> Self {
-        let d = AttentionLstmConfig::new();
-        AttentionLstmSection {
-            embedding_size: d.embedding_size,
-            hidden_size: d.hidden_size,
-            attention_size: d.attention_size,
-            dropout: d.dropout,
-            deep_output: d.deep_output,
-        }
-    }
-}
-
-/// The transformer decoder's options (see `caption_model::TransformerDecoderConfig`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TransformerSection {
-    pub d_model: usize,
-    pub num_heads: usize,
-    pub num_layers: usize,
-    pub d_ff: usize,
-    pub dropout: f64,
-    pub max_positions: usize,
-    pub positions: PositionEncoding,
-    pub norm_first: bool,
-}
-
-impl Default for TransformerSection {
-    fn default() -> Self {
-        let d = TransformerDecoderConfig::new();
-        TransformerSection {
-            d_model: d.d_model,
-            num_heads: d.num_heads,
-            num_layers: d.num_layers,
-            d_ff: d.d_ff,
-            dropout: d.dropout,
-            max_positions: d.max_positions,
-            positions: d.positions,
-            norm_first: d.norm_first,
         }
     }
 }
@@ -474,7 +388,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(model.encoder.width, 16);
-        let DecoderSection::AttentionLstm(lstm) = &model.decoder else { panic!("lstm expected") };
+        let DecoderConfig::AttentionLstm(lstm) = &model.decoder else { panic!("lstm expected") };
         assert_eq!((lstm.hidden_size, lstm.embedding_size), (64, 512));
         let err = serde_norway::from_str::<ModelConfig>("decoder: {kind: attention_lstm, hiden_size: 64}\n").unwrap_err().to_string();
         assert!(err.contains("hiden_size"), "{err}");

@@ -21,9 +21,6 @@ use serde::Serialize;
 use crate::data::ImageSource;
 use crate::features::FeatureSet;
 
-/// The metrics every validation and test computes (METEOR needs data files and is left out).
-pub const METRICS: [Metric; 3] = [Metric::Bleu, Metric::Rouge, Metric::Cider];
-
 /// What a split is decoded from: its images, or their cached encoder features.
 #[derive(Clone, Copy)]
 pub enum EvalInputs<'a> {
@@ -81,7 +78,8 @@ pub fn score_with(samples: &[&Sample], candidates: &[String], meteor: Option<&Me
     let ids: Vec<String> = samples.iter().map(|s| s.image_id.clone()).collect();
     let references: HashMap<String, Vec<String>> = samples.iter().map(|s| (s.image_id.clone(), s.captions.clone())).collect();
     let candidates: HashMap<String, String> = ids.iter().cloned().zip(candidates.iter().cloned()).collect();
-    let metrics: &[Metric] = if meteor.is_some() { &[Metric::Bleu, Metric::Meteor, Metric::Rouge, Metric::Cider] } else { &METRICS };
+    // Every metric that needs no data files; METEOR too when its data is given.
+    let metrics: &[Metric] = if meteor.is_some() { &Metric::REPORT_ORDER } else { &Metric::ALL };
     evaluate_with(&ids, &references, &candidates, metrics, meteor).context("scoring captions")
 }
 

@@ -16,7 +16,7 @@ pub mod state;
 pub mod tensorboard;
 pub mod trainer;
 
-pub use config::{AttentionLstmSection, DecoderSection, EncoderSection, ModelConfig, RunConfig, Schedule, TrainConfig, TransformerSection};
+pub use config::{EncoderSection, ModelConfig, RunConfig, Schedule, TrainConfig};
 pub use evaluate::{EvalJob, TestReport, evaluate_checkpoint};
 pub use scst::{Baseline, ScstConfig};
 pub use state::{Best, TrainState};

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use caption_data::{DataConfig, DataFormat};
+use caption_model::{AttentionLstmConfig, DecoderConfig};
 use caption_model::{FlexBackend, load_checkpoint};
-use caption_train::{AttentionLstmSection, DecoderSection, RunConfig, TrainJob, TrainState, train};
+use caption_train::{RunConfig, TrainJob, TrainState, train};
 
 #[path = "common/tensorboard.rs"]
 mod tensorboard;
@@ -30,13 +31,8 @@ fn tiny_config(root: &Path) -> RunConfig {
     config.model.encoder.layers = Some([1, 1, 1, 1]);
     config.model.encoder.width = 4;
     config.model.encoder.finetune = caption_model::Finetune::All;
-    config.model.decoder = DecoderSection::AttentionLstm(AttentionLstmSection {
-        embedding_size: 8,
-        hidden_size: 16,
-        attention_size: 8,
-        dropout: 0.1,
-        deep_output: false,
-    });
+    config.model.decoder =
+        AttentionLstmConfig::new().with_embedding_size(8).with_hidden_size(16).with_attention_size(8).with_dropout(0.1).into();
     let train = &mut config.train;
     train.output_dir = root.join("experiments");
     train.epochs = 2;
@@ -318,7 +314,7 @@ fn init_from_starts_from_a_checkpoint() {
 
     // Another architecture, or no checkpoint there: a clear error naming the setting.
     let mut other = second.clone();
-    if let DecoderSection::AttentionLstm(lstm) = &mut other.model.decoder {
+    if let DecoderConfig::AttentionLstm(lstm) = &mut other.model.decoder {
         lstm.hidden_size = 12;
     }
     let err = format!("{:#}", train(TrainJob::new(other)).unwrap_err());

@@ -22,6 +22,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, sigmoid, softmax};
+use serde::{Deserialize, Serialize};
 
 use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, check_dropout, check_positive};
 use crate::device::is_flex;
@@ -31,26 +32,60 @@ const SECTION: &str = "attention LSTM decoder";
 
 /// Hyper-parameters of the attention LSTM (the feature and vocabulary sizes come from the
 /// captioner, see [`super::DecoderConfig::init`]).
-#[derive(Config, Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AttentionLstmConfig {
     /// Word embedding size.
-    #[config(default = 512)]
     pub embedding_size: usize,
     /// LSTM hidden (and cell) size.
-    #[config(default = 512)]
     pub hidden_size: usize,
     /// Size of the additive attention's hidden layer.
-    #[config(default = 512)]
     pub attention_size: usize,
     /// Dropout before the output layer (and on nothing else).
-    #[config(default = 0.5)]
     pub dropout: f64,
     /// The paper's deep output layer (see the module docs) instead of a linear layer on `h_t`.
-    #[config(default = false)]
     pub deep_output: bool,
 }
 
+impl Default for AttentionLstmConfig {
+    fn default() -> Self {
+        AttentionLstmConfig { embedding_size: 512, hidden_size: 512, attention_size: 512, dropout: 0.5, deep_output: false }
+    }
+}
+
 impl AttentionLstmConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_embedding_size(self, embedding_size: usize) -> Self {
+        AttentionLstmConfig { embedding_size, ..self }
+    }
+
+    pub fn with_hidden_size(self, hidden_size: usize) -> Self {
+        AttentionLstmConfig { hidden_size, ..self }
+    }
+
+    pub fn with_attention_size(self, attention_size: usize) -> Self {
+        AttentionLstmConfig { attention_size, ..self }
+    }
+
+    pub fn with_dropout(self, dropout: f64) -> Self {
+        AttentionLstmConfig { dropout, ..self }
+    }
+
+    pub fn with_deep_output(self, deep_output: bool) -> Self {
+        AttentionLstmConfig { deep_output, ..self }
+    }
+}
+
+impl AttentionLstmConfig {
+    /// Unlimited: the LSTM takes any number of positions.
+    pub fn max_positions(&self) -> Option<usize> {
+        None
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_positive(SECTION, "embedding_size", self.embedding_size)?;
         check_positive(SECTION, "hidden_size", self.hidden_size)?;

@@ -20,6 +20,9 @@
 //! description. Decoders are built from their config plus two sizes that belong to the whole
 //! captioner: the feature channels `C` of the encoder and the vocabulary size `V`.
 
+// The decoders differ in size; `Decoder` and its record hold one, boxing would buy nothing.
+#![allow(clippy::large_enum_variant)]
+
 pub mod attention_lstm;
 pub mod transformer;
 
@@ -107,149 +110,124 @@ pub trait CaptionDecoder<B: Backend> {
     fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State);
 }
 
-/// Which decoder a captioner has, with its hyper-parameters. Serialised with a `kind` tag:
-/// `{"kind": "attention_lstm", "embedding_size": 512, ...}` or `{"kind": "transformer", ...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DecoderConfig {
-    AttentionLstm(AttentionLstmConfig),
-    Transformer(TransformerDecoderConfig),
-}
-
-impl DecoderConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        match self {
-            DecoderConfig::AttentionLstm(config) => config.validate(),
-            DecoderConfig::Transformer(config) => config.validate(),
+/// The decoders, each registered once: its variant, its `kind` in configs, and its module's
+/// config, decoder and state types. From the list come [`DecoderConfig`], [`Decoder`] and
+/// [`AnyDecoderState`] with their dispatch. A decoder's config provides `validate`,
+/// `max_positions` and `init`; its decoder implements [`CaptionDecoder`] and `without_dropout`.
+macro_rules! decoders {
+    ($($variant:ident($kind:literal): $config:ident => $decoder:ident, $state:ident;)+) => {
+        /// Which decoder a captioner has, with its hyper-parameters. Serialised with a `kind`
+        /// tag: `{"kind": "attention_lstm", "embedding_size": 512, ...}`; in YAML the same, any
+        /// field left out taking its default.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum DecoderConfig {
+            $(#[serde(rename = $kind)] $variant($config),)+
         }
-    }
 
-    /// The kind's name as written in configs (`attention_lstm`, `transformer`).
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            DecoderConfig::AttentionLstm(_) => "attention_lstm",
-            DecoderConfig::Transformer(_) => "transformer",
-        }
-    }
-
-    /// See [`CaptionDecoder::max_positions`].
-    pub fn max_positions(&self) -> Option<usize> {
-        match self {
-            DecoderConfig::AttentionLstm(_) => None,
-            DecoderConfig::Transformer(config) => Some(config.max_positions),
-        }
-    }
-
-    /// Builds the decoder for encoder features of `feature_size` channels and a vocabulary of
-    /// `vocab_size` tokens, after validating the config.
-    pub fn init<B: Backend>(&self, feature_size: usize, vocab_size: usize, device: &B::Device) -> Result<Decoder<B>, ConfigError> {
-        self.validate()?;
-        check_positive("decoder", "feature_size", feature_size)?;
-        check_positive("decoder", "vocab_size", vocab_size)?;
-        Ok(match self {
-            DecoderConfig::AttentionLstm(config) => Decoder::AttentionLstm(config.init(feature_size, vocab_size, device)),
-            DecoderConfig::Transformer(config) => Decoder::Transformer(config.init(feature_size, vocab_size, device)),
-        })
-    }
-}
-
-impl From<AttentionLstmConfig> for DecoderConfig {
-    fn from(config: AttentionLstmConfig) -> Self {
-        DecoderConfig::AttentionLstm(config)
-    }
-}
-
-impl From<TransformerDecoderConfig> for DecoderConfig {
-    fn from(config: TransformerDecoderConfig) -> Self {
-        DecoderConfig::Transformer(config)
-    }
-}
-
-/// One of the decoders, built by [`DecoderConfig::init`].
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Decoder<B: Backend> {
-    AttentionLstm(AttentionLstm<B>),
-    Transformer(TransformerDecoder<B>),
-}
-
-/// The incremental state of a [`Decoder`].
-#[derive(Debug, Clone)]
-pub enum AnyDecoderState<B: Backend> {
-    AttentionLstm(AttentionLstmState<B>),
-    Transformer(TransformerState<B>),
-}
-
-impl<B: Backend> DecoderState<B> for AnyDecoderState<B> {
-    fn select(self, indices: Tensor<B, 1, Int>) -> Self {
-        match self {
-            AnyDecoderState::AttentionLstm(state) => AnyDecoderState::AttentionLstm(state.select(indices)),
-            AnyDecoderState::Transformer(state) => AnyDecoderState::Transformer(state.select(indices)),
-        }
-    }
-
-    fn rows(&self) -> usize {
-        match self {
-            AnyDecoderState::AttentionLstm(state) => state.rows(),
-            AnyDecoderState::Transformer(state) => state.rows(),
-        }
-    }
-}
-
-impl<B: Backend> Decoder<B> {
-    /// The same decoder, sharing its parameters (gradients still reach them), with every
-    /// dropout off. Under autodiff burn always applies dropout; a pass that must score exactly
-    /// the policy that drew a sample (the self-critical loss) runs on this copy instead.
-    pub fn without_dropout(&self) -> Self {
-        match self {
-            Decoder::AttentionLstm(decoder) => Decoder::AttentionLstm(decoder.without_dropout()),
-            Decoder::Transformer(decoder) => Decoder::Transformer(decoder.without_dropout()),
-        }
-    }
-}
-
-impl<B: Backend> CaptionDecoder<B> for Decoder<B> {
-    type State = AnyDecoderState<B>;
-
-    fn vocab_size(&self) -> usize {
-        match self {
-            Decoder::AttentionLstm(decoder) => decoder.vocab_size(),
-            Decoder::Transformer(decoder) => decoder.vocab_size(),
-        }
-    }
-
-    fn max_positions(&self) -> Option<usize> {
-        match self {
-            Decoder::AttentionLstm(decoder) => decoder.max_positions(),
-            Decoder::Transformer(decoder) => decoder.max_positions(),
-        }
-    }
-
-    fn forward(&self, features: &EncoderOutput<B>, tokens: Tensor<B, 2, Int>) -> DecoderOutput<B> {
-        match self {
-            Decoder::AttentionLstm(decoder) => decoder.forward(features, tokens),
-            Decoder::Transformer(decoder) => decoder.forward(features, tokens),
-        }
-    }
-
-    fn init_state(&self, features: &EncoderOutput<B>) -> Self::State {
-        match self {
-            Decoder::AttentionLstm(decoder) => AnyDecoderState::AttentionLstm(decoder.init_state(features)),
-            Decoder::Transformer(decoder) => AnyDecoderState::Transformer(decoder.init_state(features)),
-        }
-    }
-
-    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State) {
-        match (self, state) {
-            (Decoder::AttentionLstm(decoder), AnyDecoderState::AttentionLstm(state)) => {
-                let (log_probs, state) = decoder.step(state, last_tokens);
-                (log_probs, AnyDecoderState::AttentionLstm(state))
+        impl DecoderConfig {
+            pub fn validate(&self) -> Result<(), ConfigError> {
+                match self { $(DecoderConfig::$variant(config) => config.validate(),)+ }
             }
-            (Decoder::Transformer(decoder), AnyDecoderState::Transformer(state)) => {
-                let (log_probs, state) = decoder.step(state, last_tokens);
-                (log_probs, AnyDecoderState::Transformer(state))
+
+            /// The kind's name as written in configs (`attention_lstm`, `transformer`).
+            pub fn kind_name(&self) -> &'static str {
+                match self { $(DecoderConfig::$variant(_) => $kind,)+ }
             }
-            _ => panic!("a decoder was given the state of another kind of decoder"),
+
+            /// See [`CaptionDecoder::max_positions`].
+            pub fn max_positions(&self) -> Option<usize> {
+                match self { $(DecoderConfig::$variant(config) => config.max_positions(),)+ }
+            }
+
+            /// Builds the decoder for encoder features of `feature_size` channels and a
+            /// vocabulary of `vocab_size` tokens, after validating the config.
+            pub fn init<B: Backend>(&self, feature_size: usize, vocab_size: usize, device: &B::Device) -> Result<Decoder<B>, ConfigError> {
+                self.validate()?;
+                check_positive("decoder", "feature_size", feature_size)?;
+                check_positive("decoder", "vocab_size", vocab_size)?;
+                Ok(match self { $(DecoderConfig::$variant(config) => Decoder::$variant(config.init(feature_size, vocab_size, device)),)+ })
+            }
         }
+
+        $(impl From<$config> for DecoderConfig {
+            fn from(config: $config) -> Self {
+                DecoderConfig::$variant(config)
+            }
+        })+
+
+        /// One of the decoders, built by [`DecoderConfig::init`].
+        #[derive(Module, Debug)]
+        pub enum Decoder<B: Backend> {
+            $($variant($decoder<B>),)+
+        }
+
+        /// The incremental state of a [`Decoder`].
+        #[derive(Debug, Clone)]
+        pub enum AnyDecoderState<B: Backend> {
+            $($variant($state<B>),)+
+        }
+
+        impl<B: Backend> DecoderState<B> for AnyDecoderState<B> {
+            fn select(self, indices: Tensor<B, 1, Int>) -> Self {
+                match self { $(AnyDecoderState::$variant(state) => AnyDecoderState::$variant(state.select(indices)),)+ }
+            }
+
+            fn rows(&self) -> usize {
+                match self { $(AnyDecoderState::$variant(state) => state.rows(),)+ }
+            }
+        }
+
+        impl<B: Backend> Decoder<B> {
+            /// The same decoder, sharing its parameters (gradients still reach them), with every
+            /// dropout off. Under autodiff burn always applies dropout; a pass that must score
+            /// exactly the policy that drew a sample (the self-critical loss) runs on this copy.
+            pub fn without_dropout(&self) -> Self {
+                match self { $(Decoder::$variant(decoder) => Decoder::$variant(decoder.without_dropout()),)+ }
+            }
+        }
+
+        impl<B: Backend> CaptionDecoder<B> for Decoder<B> {
+            type State = AnyDecoderState<B>;
+
+            fn vocab_size(&self) -> usize {
+                match self { $(Decoder::$variant(decoder) => decoder.vocab_size(),)+ }
+            }
+
+            fn max_positions(&self) -> Option<usize> {
+                match self { $(Decoder::$variant(decoder) => decoder.max_positions(),)+ }
+            }
+
+            fn forward(&self, features: &EncoderOutput<B>, tokens: Tensor<B, 2, Int>) -> DecoderOutput<B> {
+                match self { $(Decoder::$variant(decoder) => decoder.forward(features, tokens),)+ }
+            }
+
+            fn init_state(&self, features: &EncoderOutput<B>) -> Self::State {
+                match self { $(Decoder::$variant(decoder) => AnyDecoderState::$variant(decoder.init_state(features)),)+ }
+            }
+
+            fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State) {
+                match (self, state) {
+                    $((Decoder::$variant(decoder), AnyDecoderState::$variant(state)) => {
+                        let (log_probs, state) = decoder.step(state, last_tokens);
+                        (log_probs, AnyDecoderState::$variant(state))
+                    })+
+                    #[allow(unreachable_patterns)]
+                    _ => panic!("a decoder was given the state of another kind of decoder"),
+                }
+            }
+        }
+    };
+}
+
+decoders! {
+    AttentionLstm("attention_lstm"): AttentionLstmConfig => AttentionLstm, AttentionLstmState;
+    Transformer("transformer"): TransformerDecoderConfig => TransformerDecoder, TransformerState;
+}
+
+impl Default for DecoderConfig {
+    /// The attention LSTM with its defaults.
+    fn default() -> Self {
+        AttentionLstmConfig::default().into()
     }
 }

@@ -52,36 +52,89 @@ pub enum PositionEncoding {
 
 /// Hyper-parameters of the transformer decoder (the feature and vocabulary sizes come from the
 /// captioner, see [`super::DecoderConfig::init`]).
-#[derive(Config, Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TransformerDecoderConfig {
     /// Model size: embeddings, attention and residual stream.
-    #[config(default = 512)]
     pub d_model: usize,
     /// Attention heads; must divide `d_model`.
-    #[config(default = 8)]
     pub num_heads: usize,
     /// Decoder layers.
-    #[config(default = 3)]
     pub num_layers: usize,
     /// Hidden size of each feed-forward network.
-    #[config(default = 2048)]
     pub d_ff: usize,
     /// Dropout on the input, the memory, attention weights, feed-forward activations and every
     /// sublayer output.
-    #[config(default = 0.1)]
     pub dropout: f64,
     /// Most input positions (`<bos>` plus caption tokens); at least the captioner's
     /// `max_length + 1`.
-    #[config(default = 64)]
     pub max_positions: usize,
-    #[config(default = "PositionEncoding::Sinusoidal")]
+    /// How positions are encoded.
     pub positions: PositionEncoding,
     /// Pre-norm (`true`) or post-norm (`false`); see the module docs.
-    #[config(default = true)]
     pub norm_first: bool,
 }
 
+impl Default for TransformerDecoderConfig {
+    fn default() -> Self {
+        TransformerDecoderConfig {
+            d_model: 512,
+            num_heads: 8,
+            num_layers: 3,
+            d_ff: 2048,
+            dropout: 0.1,
+            max_positions: 64,
+            positions: PositionEncoding::Sinusoidal,
+            norm_first: true,
+        }
+    }
+}
+
 impl TransformerDecoderConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_d_model(self, d_model: usize) -> Self {
+        TransformerDecoderConfig { d_model, ..self }
+    }
+
+    pub fn with_num_heads(self, num_heads: usize) -> Self {
+        TransformerDecoderConfig { num_heads, ..self }
+    }
+
+    pub fn with_num_layers(self, num_layers: usize) -> Self {
+        TransformerDecoderConfig { num_layers, ..self }
+    }
+
+    pub fn with_d_ff(self, d_ff: usize) -> Self {
+        TransformerDecoderConfig { d_ff, ..self }
+    }
+
+    pub fn with_dropout(self, dropout: f64) -> Self {
+        TransformerDecoderConfig { dropout, ..self }
+    }
+
+    pub fn with_max_positions(self, max_positions: usize) -> Self {
+        TransformerDecoderConfig { max_positions, ..self }
+    }
+
+    pub fn with_positions(self, positions: PositionEncoding) -> Self {
+        TransformerDecoderConfig { positions, ..self }
+    }
+
+    pub fn with_norm_first(self, norm_first: bool) -> Self {
+        TransformerDecoderConfig { norm_first, ..self }
+    }
+}
+
+impl TransformerDecoderConfig {
+    /// The `max_positions` setting.
+    pub fn max_positions(&self) -> Option<usize> {
+        Some(self.max_positions)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_positive(SECTION, "d_model", self.d_model)?;
         check_positive(SECTION, "num_heads", self.num_heads)?;
