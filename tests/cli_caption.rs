@@ -1,9 +1,7 @@
 //! `caption caption` end to end: a checkpoint written through the model crate's API (tiny, random
 //! weights: the captions are words of its vocabulary, not good ones) captions real PNG files.
 
-// The serving crate's test helpers; these tests need only the checkpoint.
-#[path = "../crates/serve/tests/common/mod.rs"]
-mod common;
+use caption_serve_testkit as common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,9 +2,7 @@
 //! `caption serve` end to end, with a tiny random-weight checkpoint written through the model
 //! crate's API. The server runs as a child process on a free port and is stopped with SIGTERM.
 
-// The serving crate's test helpers; these tests use a few of them.
-#[path = "../crates/serve/tests/common/mod.rs"]
-mod common;
+use caption_serve_testkit as common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

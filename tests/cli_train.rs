@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../crates/train/tests/common/tensorboard.rs"]
-mod tensorboard;
+use caption_test_support::tensorboard;
 
 /// A tiny config: 48 synthetic images, a tiny ResNet and LSTM, 10 short epochs.
 fn write_config(dir: &Path) -> PathBuf {

@@ -3,9 +3,7 @@
 //! and confidences for the same images, decoding as the checkpoint records (a beam search with a
 //! length penalty, trigram blocking and no bad endings, none of them defaults).
 
-// The serving crate's test helpers.
-#[path = "../crates/serve/tests/common/mod.rs"]
-mod common;
+use caption_serve_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,8 +14,7 @@
 //!     [--requests 400] [--clients 8] [--max-batch 8] [--max-wait-ms 5] [--seconds 120] \
 //!     [--worst-case [--max-decoding-pixels N]]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use caption_serve_testkit as common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! heads, guessed keys, truncated images, tampered model versions, a deleted database, storage
 //! that would grow without bound, and identical requests sent at once.
 
-mod common;
+use caption_serve_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -2,7 +2,7 @@
 //! within the size, redirect and host limits; and loopback itself refused unless private
 //! addresses are explicitly allowed (by literal address and after DNS).
 
-mod common;
+use caption_serve_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -2,7 +2,7 @@
 //! wait for a model, survive restarts and are shown only to their submitter; feedback is
 //! stored, checked, and exports as an MS-COCO caption dataset that the data crate loads.
 
-mod common;
+use caption_serve_testkit as common;
 
 use std::net::SocketAddr;
 use std::path::Path;

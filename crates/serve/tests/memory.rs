@@ -4,7 +4,7 @@
 //! images that do not fit the decoding budget are answered 503 with `Retry-After`. Alone in its
 //! test binary, so that the process's peak memory is this test's.
 
-mod common;
+use caption_serve_testkit as common;
 
 use std::sync::{Arc, Barrier};
 

@@ -1,7 +1,7 @@
 //! The model registry on disk: promotion copies and records, production moves atomically,
 //! rollback walks back through the promotions, and bad input leaves the registry untouched.
 
-mod common;
+use caption_serve_testkit as common;
 
 use caption_serve::registry::{self, Action, RegistryError};
 

@@ -2,7 +2,7 @@
 //! checkpoint, exercised over HTTP: every endpoint, every error code, auth, rate limits,
 //! batching, caching and timeouts.
 
-mod common;
+use caption_serve_testkit as common;
 
 use std::net::SocketAddr;
 use std::path::Path;

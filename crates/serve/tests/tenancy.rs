@@ -2,7 +2,7 @@
 //! feedback and images belong to the key itself (its hash), so another key's are answered as
 //! unknown ones are, and a key re-added under an old name starts with nothing.
 
-mod common;
+use caption_serve_testkit as common;
 
 use caption_serve::feedback::{self, ExportOptions};
 use caption_serve::keys;

@@ -6,6 +6,10 @@
 //! A crate whose tests need the folder calls [`declare_shared_data_cfg`] from its build script,
 //! which sets `cfg(shared_data)` when the folder exists at build time, and marks each such test
 //! `#[cfg_attr(not(shared_data), ignore = "needs ../shared")]`.
+//!
+//! [`tensorboard`] reads a run's event files back with TensorBoard itself.
+
+pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 

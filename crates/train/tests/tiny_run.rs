@@ -9,8 +9,7 @@ use caption_model::{AttentionLstmConfig, DecoderConfig};
 use caption_model::{FlexBackend, load_checkpoint};
 use caption_train::{RunConfig, TrainJob, TrainState, train};
 
-#[path = "common/tensorboard.rs"]
-mod tensorboard;
+use caption_test_support::tensorboard;
 
 /// The backend's random generator (initialisation, dropout) is global to the process: runs in
 /// parallel threads would draw from it in an unpredictable interleaving, so that no run would

@@ -1,8 +1,7 @@
-//! Shared by the serving tests: a tiny random-weight checkpoint made through the model crate's
-//! API, PNG bytes, and a minimal HTTP/1.1 client over `TcpStream` (so that tests can send
-//! exactly the bytes they mean, malformed ones included).
-
-#![allow(dead_code)]
+//! Shared by the serving tests (the serving crate's and the CLI's): a tiny random-weight
+//! checkpoint made through the model crate's API, PNG bytes, the server on a registry, and a
+//! minimal HTTP/1.1 client over `TcpStream` (so that tests can send exactly the bytes they mean,
+//! malformed ones included).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
