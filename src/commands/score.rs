@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use caption_data::Split;
 use caption_data::loaders;
-use caption_eval::meteor::Meteor;
+use caption_eval::meteor::{CacheUse, Meteor};
 use caption_eval::{Evaluation, Metric};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -86,8 +86,17 @@ struct ResultEntry {
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let (order, references) = read_references(&args)?;
-    let candidates = read_results(&args.results)?;
+    let explicit = !args.metrics.is_empty();
+    let mut metrics: Vec<Metric> = if explicit { args.metrics.iter().map(|m| m.metric()).collect() } else { Metric::REPORT_ORDER.to_vec() };
+    metrics.dedup();
+    // METEOR's data loads while the captions are read.
+    let wants_meteor = metrics.contains(&Metric::Meteor) || metrics.contains(&Metric::Spice);
+    let (captions, located) = std::thread::scope(|scope| {
+        let located = wants_meteor.then(|| scope.spawn(|| Meteor::locate(args.meteor_data.as_deref())));
+        let captions = read_references(&args).and_then(|references| Ok((references, read_results(&args.results)?)));
+        (captions, located.map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
+    });
+    let ((order, references), candidates) = captions?;
     // pycocoevalcap scores the ground-truth images that have a result, in ground-truth order.
     let image_ids: Vec<String> = order.into_iter().filter(|id| candidates.contains_key(id)).collect();
     if image_ids.is_empty() {
@@ -97,23 +106,22 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             args.refs.display()
         );
     }
-    let explicit = !args.metrics.is_empty();
-    let mut metrics: Vec<Metric> = if explicit { args.metrics.iter().map(|m| m.metric()).collect() } else { Metric::REPORT_ORDER.to_vec() };
-    metrics.dedup();
     // METEOR needs data pycocoevalcap ships; asked for by name it must be there, by default it
     // is left out with a warning (never replaced by a different METEOR).
-    let meteor = if metrics.contains(&Metric::Meteor) || metrics.contains(&Metric::Spice) {
-        match Meteor::locate(args.meteor_data.as_deref()) {
-            Ok(meteor) => Some(meteor),
-            Err(e) if explicit || args.meteor_data.is_some() => return Err(e.into()),
-            Err(e) => {
-                eprintln!("warning: {e}; scoring without METEOR");
-                metrics.retain(|m| *m != Metric::Meteor);
-                None
+    let meteor = match located {
+        Some(Ok(meteor)) => {
+            if let CacheUse::Built(file) = meteor.cache_use() {
+                eprintln!("METEOR's data prepared once into {} (later runs load it in milliseconds)", file.display());
             }
+            Some(meteor)
         }
-    } else {
-        None
+        Some(Err(e)) if explicit || args.meteor_data.is_some() => return Err(e.into()),
+        Some(Err(e)) => {
+            eprintln!("warning: {e}; scoring without METEOR");
+            metrics.retain(|m| *m != Metric::Meteor);
+            None
+        }
+        None => None,
     };
     let evaluation = caption_eval::evaluate_with(&image_ids, &references, &candidates, &metrics, meteor.as_ref())
         .with_context(|| format!("cannot score {} against {}", args.results.display(), args.refs.display()))?;
@@ -128,6 +136,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             println!("{name:<8} {value:.4}");
         }
     }
+    // The process ends here: freeing METEOR's tables would take longer than exiting.
+    std::mem::forget(meteor);
     let shifts = evaluation.line_break_shifts;
     if shifts.references + shifts.candidates > 0 {
         eprintln!(

@@ -7,12 +7,13 @@
 //! about 1e-9 rather than 0. The corpus score is not a mean of image scores: the counts and
 //! lengths of all images are summed first, then the same formula is applied once.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::TokenizedImage;
-use crate::ngrams::{MAX_ORDER, NgramCounts};
+use rayon::prelude::*;
+
+use crate::fast_hash::FastMap;
+use crate::ngrams::{MAX_ORDER, NgramCounts, NgramKey, WordIds, Words};
 use crate::python_float;
 
 /// Added to every match count, "so that if guess is 0 still return 0" (pycocoevalcap).
@@ -36,19 +37,21 @@ pub struct BleuStats {
 impl BleuStats {
     /// The counts of one candidate against its references.
     pub fn new<S: AsRef<str>>(candidate: &str, references: &[S]) -> BleuStats {
-        let test = NgramCounts::new(candidate);
-        let mut max_ref_counts: HashMap<&str, u32> = HashMap::new();
-        let refs: Vec<NgramCounts> = references.iter().map(|r| NgramCounts::new(r.as_ref())).collect();
+        let corpus = Words::default();
+        let mut words = WordIds::new(&corpus);
+        let test = NgramCounts::new(&words.sentence(candidate));
+        let mut max_ref_counts: FastMap<NgramKey, u32> = FastMap::default();
+        let refs: Vec<NgramCounts> = references.iter().map(|r| NgramCounts::new(&words.sentence(r.as_ref()))).collect();
         for reference in &refs {
             for entry in reference.entries() {
-                let max = max_ref_counts.entry(entry.ngram.as_str()).or_insert(0);
+                let max = max_ref_counts.entry(entry.key).or_insert(0);
                 *max = (*max).max(entry.count);
             }
         }
         let testlen = test.word_count;
         let mut correct = [0; MAX_ORDER];
         for entry in test.entries() {
-            let clip = max_ref_counts.get(entry.ngram.as_str()).copied().unwrap_or(0);
+            let clip = max_ref_counts.get(&entry.key).copied().unwrap_or(0);
             correct[entry.order] += entry.count.min(clip) as usize;
         }
         let guess = std::array::from_fn(|k| (testlen + 1).saturating_sub(k + 1));
@@ -104,7 +107,8 @@ pub struct BleuScores {
 
 /// BLEU-1..4 of each image and of the corpus. Every image needs at least one reference.
 pub fn bleu(images: &[TokenizedImage]) -> BleuScores {
-    let per_image_stats: Vec<BleuStats> = images.iter().map(|image| BleuStats::new(&image.candidate, &image.references)).collect();
+    // Images in parallel; the corpus sums in image order, so the result never depends on threads.
+    let per_image_stats: Vec<BleuStats> = images.par_iter().map(|image| BleuStats::new(&image.candidate, &image.references)).collect();
     let mut corpus_stats = BleuStats::default();
     for stats in &per_image_stats {
         corpus_stats.add(stats);

@@ -15,12 +15,13 @@
 //! The image score is the mean over orders (`np.mean`), divided by the number of references,
 //! times 10; the corpus score is `np.mean` of the image scores.
 
-use std::collections::{HashMap, HashSet};
-
 use serde::Serialize;
 
+use rayon::prelude::*;
+
 use crate::TokenizedImage;
-use crate::ngrams::{MAX_ORDER, NgramCounts};
+use crate::fast_hash::{FastMap, FastSet};
+use crate::ngrams::{MAX_ORDER, NgramCounts, NgramKey, WordIds, Words};
 use crate::numpy_mean::numpy_mean;
 use crate::python_float;
 
@@ -30,7 +31,9 @@ const SIGMA: f64 = 6.0;
 /// Document frequencies of n-grams over a corpus of reference sets, and `ln` of the corpus size.
 #[derive(Debug, Clone, Default)]
 pub struct DocumentFrequencies {
-    counts: HashMap<String, u32>,
+    /// The references' words, numbered.
+    words: Words,
+    counts: FastMap<NgramKey, u32>,
     num_documents: usize,
 }
 
@@ -40,25 +43,28 @@ impl DocumentFrequencies {
     /// tokenized strings, split on whitespace.
     pub fn from_reference_sets<R, S>(reference_sets: impl IntoIterator<Item = R>) -> DocumentFrequencies
     where
-        R: AsRef<[S]>,
+        R: AsRef<[S]> + Sync,
         S: AsRef<str>,
     {
-        let mut frequencies = DocumentFrequencies::default();
-        for set in reference_sets {
-            frequencies.num_documents += 1;
-            let mut seen: HashSet<String> = HashSet::new();
-            for reference in set.as_ref() {
-                for entry in NgramCounts::new(reference.as_ref()).entries() {
-                    if !seen.contains(&entry.ngram) {
-                        seen.insert(entry.ngram.clone());
-                    }
+        // Each set's distinct n-grams in parallel; the counts are integers, summed in any order.
+        let sets: Vec<R> = reference_sets.into_iter().collect();
+        let words = Words::of_sentences(sets.iter().flat_map(|set| set.as_ref().iter().map(AsRef::as_ref)));
+        let distinct: Vec<Vec<NgramKey>> = sets
+            .par_iter()
+            .map(|set| {
+                let mut ids = WordIds::new(&words);
+                let mut seen: FastSet<NgramKey> = FastSet::default();
+                for reference in set.as_ref() {
+                    seen.extend(NgramCounts::new(&ids.sentence(reference.as_ref())).entries().iter().map(|e| e.key));
                 }
-            }
-            for ngram in seen {
-                *frequencies.counts.entry(ngram).or_insert(0) += 1;
-            }
+                seen.into_iter().collect()
+            })
+            .collect();
+        let mut counts: FastMap<NgramKey, u32> = FastMap::default();
+        for key in distinct.into_iter().flatten() {
+            *counts.entry(key).or_insert(0) += 1;
         }
-        frequencies
+        DocumentFrequencies { words, counts, num_documents: sets.len() }
     }
 
     /// Number of reference sets counted.
@@ -68,7 +74,11 @@ impl DocumentFrequencies {
 
     /// Number of reference sets containing `ngram` (words joined by single spaces).
     pub fn document_frequency(&self, ngram: &str) -> u32 {
-        self.counts.get(ngram).copied().unwrap_or(0)
+        self.words.key(ngram).map_or(0, |key| self.frequency(key))
+    }
+
+    fn frequency(&self, key: NgramKey) -> u32 {
+        self.counts.get(&key).copied().unwrap_or(0)
     }
 
     /// `ref_len` in pycocoevalcap: `ln(number of reference sets)`.
@@ -112,9 +122,10 @@ pub struct CiderScores {
 
 /// A sentence as CIDEr-D sees it: one tf-idf vector per order, its norms, its bigram count.
 struct TfIdf {
-    /// Per order: (n-gram, weight) in Python dict order.
-    weights: [Vec<(String, f64)>; MAX_ORDER],
-    index: [HashMap<String, f64>; MAX_ORDER],
+    /// The n-grams, in Python dict order.
+    counts: NgramCounts,
+    /// The weight of each entry of `counts`.
+    weights: Vec<f64>,
     norms: [f64; MAX_ORDER],
     length: usize,
 }
@@ -124,7 +135,7 @@ impl CiderD {
     /// tokenized references.
     pub fn with_corpus_df<R, S>(reference_sets: impl IntoIterator<Item = R>) -> CiderD
     where
-        R: AsRef<[S]>,
+        R: AsRef<[S]> + Sync,
         S: AsRef<str>,
     {
         CiderD::with_document_frequencies(DocumentFrequencies::from_reference_sets(reference_sets))
@@ -144,10 +155,11 @@ impl CiderD {
     /// CIDEr-D of one candidate against its references (tokenized strings).
     pub fn score_candidate<S: AsRef<str>>(&self, candidate: &str, references: &[S]) -> CiderImageScore {
         assert!(!references.is_empty(), "CIDEr-D needs at least one reference");
-        let hypothesis = self.tf_idf(candidate);
+        let mut words = WordIds::new(&self.frequencies.words);
+        let hypothesis = self.tf_idf(&words.sentence(candidate));
         let mut summed = [0.0; MAX_ORDER];
         for reference in references {
-            let similarity = self.similarity(&hypothesis, &self.tf_idf(reference.as_ref()));
+            let similarity = self.similarity(&hypothesis, &self.tf_idf(&words.sentence(reference.as_ref())));
             for (total, term) in summed.iter_mut().zip(similarity) {
                 *total += term;
             }
@@ -160,31 +172,27 @@ impl CiderD {
 
     /// CIDEr-D of every image and their mean.
     pub fn score(&self, images: &[TokenizedImage]) -> CiderScores {
+        // Images in parallel; the mean is taken in image order.
         let per_image: Vec<CiderImageScore> =
-            images.iter().map(|image| self.score_candidate(&image.candidate, &image.references)).collect();
+            images.par_iter().map(|image| self.score_candidate(&image.candidate, &image.references)).collect();
         let scores: Vec<f64> = per_image.iter().map(|s| s.score).collect();
         CiderScores { corpus: numpy_mean(&scores), per_image }
     }
 
     /// pycocoevalcap's `counts2vec`.
-    fn tf_idf(&self, sentence: &str) -> TfIdf {
-        let counts = NgramCounts::new(sentence);
-        let mut weights: [Vec<(String, f64)>; MAX_ORDER] = Default::default();
+    fn tf_idf(&self, words: &[u32]) -> TfIdf {
+        let counts = NgramCounts::new(words);
+        let mut weights = Vec::with_capacity(counts.entries().len());
         let mut norms = [0.0; MAX_ORDER];
         for entry in counts.entries() {
-            let df = f64::from(self.frequencies.document_frequency(&entry.ngram)).max(1.0);
+            let df = f64::from(self.frequencies.frequency(entry.key)).max(1.0);
             let weight = f64::from(entry.count) * (self.log_num_documents - df.ln());
             norms[entry.order] += weight * weight;
-            weights[entry.order].push((entry.ngram.clone(), weight));
+            weights.push(weight);
         }
-        let index = weights.each_ref().map(|order| order.iter().cloned().collect::<HashMap<_, _>>());
-        TfIdf {
-            weights,
-            index,
-            norms: norms.map(f64::sqrt),
-            // The `n == 1` bug: bigram occurrences.
-            length: counts.word_count.saturating_sub(1),
-        }
+        // The `n == 1` bug: bigram occurrences.
+        let length = counts.word_count.saturating_sub(1);
+        TfIdf { counts, weights, norms: norms.map(f64::sqrt), length }
     }
 
     /// pycocoevalcap's `sim`: per order, clipped cosine similarity times the length penalty.
@@ -192,12 +200,14 @@ impl CiderD {
         let delta = hypothesis.length as f64 - reference.length as f64;
         // `np.e ** (-(delta ** 2) / (2 * sigma ** 2))`: Python's float power, C `pow`.
         let length_penalty = python_float::pow(std::f64::consts::E, -(delta * delta) / (2.0 * SIGMA * SIGMA));
+        let mut values = [0.0; MAX_ORDER];
+        // Entries of one order are contiguous and in dict order, so each order sums in that order.
+        for (entry, &hyp_weight) in hypothesis.counts.entries().iter().zip(&hypothesis.weights) {
+            let ref_weight = reference.counts.position(entry.key).map_or(0.0, |at| reference.weights[at]);
+            values[entry.order] += hyp_weight.min(ref_weight) * ref_weight;
+        }
         std::array::from_fn(|order| {
-            let mut value = 0.0;
-            for (ngram, hyp_weight) in &hypothesis.weights[order] {
-                let ref_weight = reference.index[order].get(ngram).copied().unwrap_or(0.0);
-                value += hyp_weight.min(ref_weight) * ref_weight;
-            }
+            let mut value = values[order];
             if hypothesis.norms[order] != 0.0 && reference.norms[order] != 0.0 {
                 value /= hypothesis.norms[order] * reference.norms[order];
             }

@@ -14,6 +14,7 @@
 pub mod bleu;
 pub mod cider;
 pub mod compare;
+mod fast_hash;
 pub mod meteor;
 mod ngrams;
 pub mod numpy_mean;

@@ -5,6 +5,7 @@
 //! recall are maximised over the references independently, so they may come from different
 //! references. The corpus score is `np.mean` of the image scores.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::TokenizedImage;
@@ -24,7 +25,7 @@ pub struct RougeScores {
 
 /// ROUGE-L of each image and their mean. Every image needs at least one reference.
 pub fn rouge_l(images: &[TokenizedImage]) -> RougeScores {
-    let per_image: Vec<f64> = images.iter().map(|image| rouge_l_image(&image.candidate, &image.references)).collect();
+    let per_image: Vec<f64> = images.par_iter().map(|image| rouge_l_image(&image.candidate, &image.references)).collect();
     RougeScores { corpus: numpy_mean(&per_image), per_image }
 }
 

@@ -117,6 +117,26 @@ fn meteor_matches_pycocoevalcap() {
     assert!(failures.is_empty(), "METEOR differs from pycocoevalcap:\n{}", failures.join("\n"));
 }
 
+/// METEOR's data prepared into the cache (the first load) and mapped from it (every later
+/// one) scores exactly as the data read from the wheel does.
+#[test]
+#[cfg_attr(not(shared_data), ignore = "needs the shared data folder (../shared or CAPTION_SHARED_DIR), absent when built")]
+fn cached_data_scores_as_the_wheel_does() {
+    use caption_eval::meteor::CacheUse;
+    let cache = tempfile::tempdir().unwrap();
+    let data = caption_test_support::meteor_data();
+    let built = Meteor::load_with_cache(&data, Some(cache.path())).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = Meteor::load_with_cache(&data, Some(cache.path())).unwrap_or_else(|e| panic!("{e}"));
+    let uncached = Meteor::load_with_cache(&data, None).unwrap_or_else(|e| panic!("{e}"));
+    let CacheUse::Built(file) = built.cache_use() else { panic!("first load: {:?}", built.cache_use()) };
+    assert_eq!(loaded.cache_use(), &CacheUse::Loaded(file.clone()));
+    let fixture = fixture(common::SCORING_FIXTURES[0]);
+    let images = tokenized(&fixture);
+    let want = uncached.score(&images);
+    assert_eq!(built.score(&images), want);
+    assert_eq!(loaded.score(&images), want);
+}
+
 /// Raw captions through the whole pipeline (tokenizer runs, then METEOR next to BLEU), with
 /// pycocoevalcap's score names and order.
 #[test]

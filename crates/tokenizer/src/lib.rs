@@ -32,6 +32,8 @@
 //! filter removes it anyway, so it is not reproduced); currency signs other than `$`; phone
 //! numbers and SGML markup; invisible format characters.
 
+use rayon::prelude::*;
+
 /// Tokens pycocoevalcap removes after PTB tokenization. The bracket escapes are upper case here
 /// and the tokens are lower case, so `-lrb-`, `-rrb-`, `-lcb-`, `-rcb-` are never removed: this
 /// is pycocoevalcap's behaviour and is kept on purpose.
@@ -67,7 +69,9 @@ pub fn tokenize_caption(text: &str) -> String {
 /// faithfully; call [`count_extra_line_breaks`] to detect it.
 pub fn tokenize_captions<S: AsRef<str>>(captions: &[S]) -> Vec<String> {
     let joined = join_for_java_run(captions);
-    java_lines(&joined).take(captions.len()).map(|line| remove_punctuation(&ptb_tokenize_line(line))).collect()
+    let lines: Vec<&str> = java_lines(&joined).take(captions.len()).collect();
+    // Lines in parallel, collected in order.
+    lines.par_iter().map(|line| remove_punctuation(&ptb_tokenize_line(line))).collect()
 }
 
 /// How many captions of a [`tokenize_captions`] run would be shifted: the number of Java line

@@ -10,11 +10,14 @@
 //! * a new branch adds its distance to its *parent* path (and so to the later siblings,
 //!   which copy the parent), never to itself.
 
+use std::rc::Rc;
+
 use super::Meteor;
 use super::paraphrase::{occurs_at, phrase_len};
 use super::stats::MeteorStats;
 use super::stem::stem_utf16;
 use super::synonym::intersect;
+use crate::fast_hash::{FastMap, hash_bytes};
 
 const EXACT: usize = 0;
 const STEM: usize = 1;
@@ -28,28 +31,110 @@ const BEAM_SIZE: usize = 40;
 
 /// One sentence prepared for alignment: its words and what the matchers compare.
 #[derive(Debug, Clone)]
-pub(crate) struct Sentence {
+pub(crate) struct Sentence<'m> {
     hashes: Vec<i32>,
     stem_hashes: Vec<i32>,
-    synsets: Vec<Vec<i32>>,
+    synsets: Vec<Rc<[i32]>>,
     words: Vec<String>,
     function_word: Vec<bool>,
+    /// The paraphrase table's phrases found in the sentence, as `(start, length in words,
+    /// paraphrase, [`word_key`] of its first word)`, by start, then length, then file order:
+    /// looked up once per sentence, not once per sentence it is aligned with.
+    paraphrases: Vec<(usize, usize, &'m [u8], u64)>,
+    /// Where each synset and each word (by [`word_key`]) occurs, as bit masks of positions:
+    /// the matchers then test only the positions that can match, in the same order. `None`
+    /// for sentences longer than 128 words, which test every position.
+    positions: Option<Positions>,
 }
 
-impl Sentence {
-    pub(crate) fn new(words: &[&str], meteor: &Meteor) -> Sentence {
-        let utf16: Vec<Vec<u16>> = words.iter().map(|w| w.encode_utf16().collect()).collect();
+#[derive(Debug, Clone, Default)]
+struct Positions {
+    synsets: FastMap<i32, u128>,
+    words: FastMap<u64, u128>,
+}
+
+/// A word's bytes, hashed: where a phrase's first word may occur.
+fn word_key(word: &[u8]) -> u64 {
+    hash_bytes(word)
+}
+
+/// The positions below `n` in `mask` (all of them without a mask), ascending.
+fn positions(mask: Option<u128>, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).filter(move |&at| mask.is_none_or(|mask| mask >> at & 1 == 1))
+}
+
+/// What the matchers compare of one word.
+#[derive(Debug, Clone)]
+pub(crate) struct WordFacts {
+    hash: i32,
+    stem_hash: i32,
+    synsets: Rc<[i32]>,
+    function_word: bool,
+}
+
+/// The facts of the words seen so far, so that each word's stem and synsets are worked out
+/// once per scoring thread rather than once per sentence.
+#[derive(Debug, Default)]
+pub(crate) struct WordMemo {
+    facts: FastMap<String, WordFacts>,
+}
+
+impl WordMemo {
+    fn facts(&mut self, word: &str, meteor: &Meteor) -> WordFacts {
+        if let Some(facts) = self.facts.get(word) {
+            return facts.clone();
+        }
+        let utf16: Vec<u16> = word.encode_utf16().collect();
+        let facts = WordFacts {
+            hash: java_hash(&utf16),
+            stem_hash: java_hash(&stem_utf16(&utf16)),
+            synsets: meteor.synonyms.all_synsets(word).into(),
+            function_word: meteor.function_words.contains(&word.to_lowercase()),
+        };
+        self.facts.insert(word.to_string(), facts.clone());
+        facts
+    }
+}
+
+impl<'m> Sentence<'m> {
+    pub(crate) fn new(words: &[&str], meteor: &'m Meteor, memo: &mut WordMemo) -> Sentence<'m> {
+        let mut paraphrases = Vec::new();
+        for start in 0..words.len() {
+            meteor.paraphrases.paths(words, start, |length, paraphrase| {
+                let first = paraphrase.split(|&b| b == b' ').next().unwrap_or(paraphrase);
+                paraphrases.push((start, length, paraphrase, word_key(first)));
+            });
+        }
+        let facts: Vec<WordFacts> = words.iter().map(|w| memo.facts(w, meteor)).collect();
+        let positions = (words.len() <= 128).then(|| {
+            let mut positions = Positions::default();
+            for (at, (word, facts)) in words.iter().zip(&facts).enumerate() {
+                for &synset in facts.synsets.iter() {
+                    *positions.synsets.entry(synset).or_insert(0) |= 1 << at;
+                }
+                *positions.words.entry(word_key(word.as_bytes())).or_insert(0) |= 1 << at;
+            }
+            positions
+        });
         Sentence {
-            hashes: utf16.iter().map(|w| java_hash(w)).collect(),
-            stem_hashes: utf16.iter().map(|w| java_hash(&stem_utf16(w))).collect(),
-            synsets: words.iter().map(|w| meteor.synonyms.all_synsets(w)).collect(),
+            positions,
+            hashes: facts.iter().map(|f| f.hash).collect(),
+            stem_hashes: facts.iter().map(|f| f.stem_hash).collect(),
+            function_word: facts.iter().map(|f| f.function_word).collect(),
+            synsets: facts.into_iter().map(|f| f.synsets).collect(),
             words: words.iter().map(|w| w.to_string()).collect(),
-            function_word: words.iter().map(|w| meteor.function_words.contains(&w.to_lowercase())).collect(),
+            paraphrases,
         }
     }
 
     fn len(&self) -> usize {
         self.hashes.len()
+    }
+
+    /// The positions of the word whose [`word_key`] is `first` (`None`: unknown, test them
+    /// all).
+    fn starts_of(&self, first: u64) -> Option<u128> {
+        self.positions.as_ref().map(|p| p.words.get(&first).copied().unwrap_or(0))
     }
 }
 
@@ -94,28 +179,67 @@ impl Stage {
 
 #[derive(Debug, Clone)]
 struct Partial {
-    matches: Vec<Option<Match>>,
+    /// The matches the search chose, latest first, shared with the paths it branched from
+    /// (so that branching copies no list); the fixed one-to-one matches are not in it.
+    chosen: Option<Rc<Chosen>>,
     matches1: i32,
     matches2: i32,
     chunks: i32,
     idx: usize,
     last_match_end: Option<usize>,
     distance: i32,
-    hyp_used: Vec<bool>,
-    ref_used: Vec<bool>,
+    hyp_used: Used,
+    ref_used: Used,
+}
+
+/// A match the search chose, and the ones chosen before it.
+#[derive(Debug)]
+struct Chosen {
+    at: usize,
+    m: Match,
+    before: Option<Rc<Chosen>>,
+}
+
+/// Which words a partial alignment has used: bits kept inline for sentences of up to 128
+/// words, so that branching a path (the beam search's inner loop) copies no heap memory for
+/// them.
+#[derive(Debug, Clone)]
+enum Used {
+    Inline(u128),
+    Heap(Vec<bool>),
+}
+
+impl Used {
+    fn new(words: usize) -> Used {
+        if words <= 128 { Used::Inline(0) } else { Used::Heap(vec![false; words]) }
+    }
+
+    fn get(&self, word: usize) -> bool {
+        match self {
+            Used::Inline(bits) => bits >> word & 1 == 1,
+            Used::Heap(flags) => flags[word],
+        }
+    }
+
+    fn set(&mut self, word: usize) {
+        match self {
+            Used::Inline(bits) => *bits |= 1 << word,
+            Used::Heap(flags) => flags[word] = true,
+        }
+    }
 }
 
 impl Partial {
     fn is_used(&self, m: &Match) -> bool {
-        (0..m.length).any(|k| self.ref_used[m.start + k]) || (0..m.match_length).any(|k| self.hyp_used[m.match_start + k])
+        (0..m.length).any(|k| self.ref_used.get(m.start + k)) || (0..m.match_length).any(|k| self.hyp_used.get(m.match_start + k))
     }
 
     fn set_used(&mut self, m: &Match) {
         for k in 0..m.length {
-            self.ref_used[m.start + k] = true;
+            self.ref_used.set(m.start + k);
         }
         for k in 0..m.match_length {
-            self.hyp_used[m.match_start + k] = true;
+            self.hyp_used.set(m.match_start + k);
         }
     }
 
@@ -143,12 +267,12 @@ fn distance(m: &Match) -> i32 {
 
 /// Aligns hypothesis `hyp` (line 1) with reference `reference` (line 2) and returns the
 /// sufficient statistics of `MeteorScorer.getMeteorStats(Alignment)`.
-pub(crate) fn align(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> MeteorStats {
-    statistics(hyp, reference, &best_alignment(hyp, reference, meteor))
+pub(crate) fn align(hyp: &Sentence, reference: &Sentence) -> MeteorStats {
+    statistics(hyp, reference, &best_alignment(hyp, reference))
 }
 
 /// The chosen match at each reference position (`None` inside multi-word matches too).
-fn best_alignment(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> Vec<Option<Match>> {
+fn best_alignment(hyp: &Sentence, reference: &Sentence) -> Vec<Option<Match>> {
     let (n1, n2) = (hyp.len(), reference.len());
     let mut stage = Stage { matches: vec![Vec::new(); n2], hyp_coverage: vec![0; n1], ref_coverage: vec![0; n2] };
     // Identical sentences (by hash) only get exact matches.
@@ -173,74 +297,68 @@ fn best_alignment(hyp: &Sentence, reference: &Sentence, meteor: &Meteor) -> Vec<
         }
         // Synonym
         for r in 0..n2 {
-            for h in 0..n1 {
+            let sharing = hyp
+                .positions
+                .as_ref()
+                .map(|p| reference.synsets[r].iter().fold(0, |mask, s| mask | p.synsets.get(s).copied().unwrap_or(0)));
+            for h in positions(sharing, n1) {
                 if intersect(&hyp.synsets[h], &reference.synsets[r]) && hyp.hashes[h] != reference.hashes[r] {
                     stage.single_word(SYNONYM, r, h);
                 }
             }
         }
         // Paraphrase: reference phrases in the reference, then in the hypothesis.
-        let table = &meteor.paraphrases;
-        for r in 0..n2 {
-            table.paths(&reference.words, r, |len, paraphrase| {
-                for h in 0..n1 {
-                    if occurs_at(&hyp.words, h, paraphrase) {
-                        stage.add(Match {
-                            start: r,
-                            length: len,
-                            match_start: h,
-                            match_length: phrase_len(paraphrase),
-                            module: PARAPHRASE,
-                        });
-                    }
+        for &(r, len, paraphrase, first) in &reference.paraphrases {
+            for h in positions(hyp.starts_of(first), n1) {
+                if occurs_at(&hyp.words, h, paraphrase) {
+                    stage.add(Match { start: r, length: len, match_start: h, match_length: phrase_len(paraphrase), module: PARAPHRASE });
                 }
-            });
+            }
         }
-        for h in 0..n1 {
-            table.paths(&hyp.words, h, |len, paraphrase| {
-                for r in 0..n2 {
-                    if occurs_at(&reference.words, r, paraphrase) {
-                        stage.add(Match {
-                            start: r,
-                            length: phrase_len(paraphrase),
-                            match_start: h,
-                            match_length: len,
-                            module: PARAPHRASE,
-                        });
-                    }
+        for &(h, len, paraphrase, first) in &hyp.paraphrases {
+            for r in positions(reference.starts_of(first), n2) {
+                if occurs_at(&reference.words, r, paraphrase) {
+                    stage.add(Match { start: r, length: phrase_len(paraphrase), match_start: h, match_length: len, module: PARAPHRASE });
                 }
-            });
+            }
         }
     }
 
     // One-to-one matches over words nothing else covers are fixed.
+    let mut fixed = vec![None; n2];
     let mut initial = Partial {
-        matches: vec![None; n2],
+        chosen: None,
         matches1: 0,
         matches2: 0,
         chunks: 0,
         idx: 0,
         last_match_end: None,
         distance: 0,
-        hyp_used: vec![false; n1],
-        ref_used: vec![false; n2],
+        hyp_used: Used::new(n1),
+        ref_used: Used::new(n2),
     };
     for (i, candidates) in stage.matches.iter().enumerate() {
         if let [m] = candidates.as_slice() {
             let overlap = (0..m.length).any(|k| stage.ref_coverage[i + k] != 1)
                 || (0..m.match_length).any(|k| stage.hyp_coverage[m.match_start + k] != 1);
             if !overlap {
-                initial.matches[i] = Some(*m);
+                fixed[i] = Some(*m);
                 initial.set_used(m);
             }
         }
     }
 
-    resolve(&stage, initial).matches
+    let mut matches = fixed.clone();
+    let mut chosen = resolve(&stage, &fixed, initial).chosen;
+    while let Some(node) = chosen {
+        matches[node.at] = Some(node.m);
+        chosen = node.before.clone();
+    }
+    matches
 }
 
 /// The left-to-right beam search (`Aligner.resolve`).
-fn resolve(stage: &Stage, start: Partial) -> Partial {
+fn resolve(stage: &Stage, fixed: &[Option<Match>], start: Partial) -> Partial {
     let n2 = stage.matches.len();
     let mut next = vec![start];
     for current in 0..=n2 {
@@ -257,10 +375,10 @@ fn resolve(stage: &Stage, start: Partial) -> Partial {
                 next.push(path);
                 continue;
             }
-            if path.ref_used[current] {
+            if path.ref_used.get(current) {
                 if current < path.idx {
                     next.push(path);
-                } else if let Some(m) = path.matches[path.idx] {
+                } else if let Some(m) = fixed[path.idx] {
                     // A fixed match
                     path.count(&m);
                     path.distance += distance(&m);
@@ -276,7 +394,7 @@ fn resolve(stage: &Stage, start: Partial) -> Partial {
                 }
                 let mut branch = path.clone();
                 branch.set_used(m);
-                branch.matches[current] = Some(*m);
+                branch.chosen = Some(Rc::new(Chosen { at: current, m: *m, before: branch.chosen.take() }));
                 branch.count(m);
                 // Java adds the distance to the parent, not to the branch.
                 path.distance += distance(m);
@@ -361,9 +479,9 @@ fn statistics(hyp: &Sentence, reference: &Sentence, matches: &[Option<Match>]) -
 mod tests {
     use super::*;
 
-    fn sentence(text: &str, meteor: &Meteor) -> Sentence {
+    fn sentence<'m>(text: &str, meteor: &'m Meteor) -> Sentence<'m> {
         let words: Vec<&str> = text.split(' ').collect();
-        Sentence::new(&words, meteor)
+        Sentence::new(&words, meteor, &mut WordMemo::default())
     }
 
     fn matched(alignment: &[Option<Match>]) -> Vec<(usize, usize, usize)> {
@@ -375,15 +493,15 @@ mod tests {
     #[test]
     fn search_weights_truncate_to_int() {
         let mut path = Partial {
-            matches: vec![None; 4],
+            chosen: None,
             matches1: 0,
             matches2: 0,
             chunks: 0,
             idx: 0,
             last_match_end: None,
             distance: 0,
-            hyp_used: vec![false; 4],
-            ref_used: vec![false; 4],
+            hyp_used: Used::new(4),
+            ref_used: Used::new(4),
         };
         let stem = Match { start: 0, length: 1, match_start: 0, match_length: 1, module: STEM };
         path.count(&stem);
@@ -404,7 +522,7 @@ mod tests {
         let meteor = Meteor::for_tests(&[], "", "", "");
         let hyp = sentence("a a y", &meteor);
         let reference = sentence("x a", &meteor);
-        assert_eq!(matched(&best_alignment(&hyp, &reference, &meteor)), [(1, 0, EXACT)]);
+        assert_eq!(matched(&best_alignment(&hyp, &reference)), [(1, 0, EXACT)]);
     }
 
     /// Stem matches need different words; one-to-one matches nothing else covers are fixed
@@ -414,8 +532,8 @@ mod tests {
         let meteor = Meteor::for_tests(&["the"], "", "", "");
         let hyp = sentence("the dogs were running", &meteor);
         let reference = sentence("the dog runs", &meteor);
-        assert_eq!(matched(&best_alignment(&hyp, &reference, &meteor)), [(0, 0, EXACT), (1, 1, STEM), (2, 3, STEM)]);
-        let stats = align(&hyp, &reference, &meteor);
+        assert_eq!(matched(&best_alignment(&hyp, &reference)), [(0, 0, EXACT), (1, 1, STEM), (2, 3, STEM)]);
+        let stats = align(&hyp, &reference);
         assert_eq!(
             stats.to_jar_line(),
             "4.0 3.0 1.0 1.0 0.0 0.0 1.0 1.0 2.0 2.0 0.0 0.0 0.0 0.0 0.0 0.0 0.0 0.0 0.0 0.0 2.0 \
@@ -428,7 +546,7 @@ mod tests {
         let meteor = Meteor::for_tests(&[], "", "couch\n7\nsofa\n7\n", "0.5\nlying on\nresting on\n");
         let hyp = sentence("a cat resting on a sofa", &meteor);
         let reference = sentence("a cat lying on a couch", &meteor);
-        let modules: Vec<usize> = matched(&best_alignment(&hyp, &reference, &meteor)).iter().map(|m| m.2).collect();
+        let modules: Vec<usize> = matched(&best_alignment(&hyp, &reference)).iter().map(|m| m.2).collect();
         assert_eq!(modules, [EXACT, EXACT, PARAPHRASE, EXACT, SYNONYM]);
     }
 }

@@ -84,9 +84,8 @@ fn site_packages_dirs() -> Vec<PathBuf> {
 pub(super) enum DataFiles {
     /// `meteor-1.5.jar` on disk, `data/paraphrase-en.gz` beside it.
     Jar { jar: PathBuf, paraphrase: PathBuf },
-    /// The pycocoevalcap wheel: the jar (read into memory) and the name of the paraphrase
-    /// table's entry.
-    Wheel { wheel: PathBuf, jar: Vec<u8>, paraphrase_entry: String },
+    /// The pycocoevalcap wheel and the names of the jar's and the paraphrase table's entries.
+    Wheel { wheel: PathBuf, jar_entry: String, paraphrase_entry: String },
 }
 
 fn unavailable(path: &Path, what: impl std::fmt::Display) -> MeteorUnavailable {
@@ -140,7 +139,7 @@ impl DataFiles {
     }
 
     fn open_file(path: &Path) -> Result<DataFiles, MeteorUnavailable> {
-        let mut archive = open_zip(path)?;
+        let archive = open_zip(path)?;
         if archive.index_for_name("synonym/english.synsets").is_some() {
             let paraphrase = path.parent().unwrap_or(Path::new(".")).join("data").join(PARAPHRASE_NAME);
             if !paraphrase.is_file() {
@@ -161,12 +160,15 @@ impl DataFiles {
                 ),
             ));
         };
-        let mut jar = Vec::new();
-        archive
-            .by_name(&jar_entry)
-            .and_then(|mut entry| entry.read_to_end(&mut jar).map_err(Into::into))
-            .map_err(|e| unavailable(path, format_args!("cannot read {jar_entry}: {e}")))?;
-        Ok(DataFiles::Wheel { wheel: path.to_path_buf(), jar, paraphrase_entry })
+        Ok(DataFiles::Wheel { wheel: path.to_path_buf(), jar_entry, paraphrase_entry })
+    }
+
+    /// The files the data is read from: the wheel, or the jar and the paraphrase table.
+    pub(super) fn sources(&self) -> Vec<&Path> {
+        match self {
+            DataFiles::Jar { jar, paraphrase } => vec![jar, paraphrase],
+            DataFiles::Wheel { wheel, .. } => vec![wheel],
+        }
     }
 
     /// The jar or the wheel.
@@ -181,22 +183,35 @@ impl DataFiles {
         unavailable(self.source(), format_args!("{name}: {what}"))
     }
 
-    /// A text file inside the jar (decoded as UTF-8, invalid bytes replaced, as Java's
-    /// readers do).
-    pub(super) fn jar_text(&self, name: &str) -> Result<String, MeteorUnavailable> {
-        let mut bytes = Vec::new();
-        let result = match self {
-            DataFiles::Jar { jar, .. } => {
-                open_zip(jar)?.by_name(name).and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))
+    /// Text files inside the jar, in the order of `names` (decoded as UTF-8, invalid bytes
+    /// replaced, as Java's readers do).
+    pub(super) fn jar_texts(&self, names: &[&str]) -> Result<Vec<String>, MeteorUnavailable> {
+        let jar = match self {
+            DataFiles::Jar { jar, .. } => std::fs::read(jar).map_err(|e| unavailable(jar, e))?,
+            DataFiles::Wheel { wheel, jar_entry, .. } => {
+                let mut bytes = Vec::new();
+                open_zip(wheel)?
+                    .by_name(jar_entry)
+                    .and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))
+                    .map_err(|e| unavailable(wheel, format_args!("cannot read {jar_entry}: {e}")))?;
+                bytes
             }
-            DataFiles::Wheel { jar, .. } => ZipArchive::new(Cursor::new(jar.as_slice()))
-                .and_then(|mut archive| archive.by_name(name).and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))),
         };
-        result.map_err(|e| self.corrupt(name, format_args!("cannot read it from {JAR_NAME} ({e})")))?;
-        Ok(match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        })
+        let mut archive =
+            ZipArchive::new(Cursor::new(jar.as_slice())).map_err(|e| self.corrupt(JAR_NAME, format_args!("not a readable jar ({e})")))?;
+        let mut texts = Vec::with_capacity(names.len());
+        for name in names {
+            let mut bytes = Vec::new();
+            archive
+                .by_name(name)
+                .and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))
+                .map_err(|e| self.corrupt(name, format_args!("cannot read it from {JAR_NAME} ({e})")))?;
+            texts.push(match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            });
+        }
+        Ok(texts)
     }
 
     /// Reads and indexes the paraphrase table.

@@ -13,6 +13,7 @@
 //! `pip download --no-deps pycocoevalcap==1.2 -d DIR` leaves).
 
 mod align;
+pub mod cache;
 mod data;
 pub mod normalize;
 pub mod paraphrase;
@@ -20,13 +21,15 @@ mod stats;
 pub mod stem;
 pub mod synonym;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::TokenizedImage;
-use align::{Sentence, align};
+use crate::fast_hash::FastSet;
+use align::{Sentence, WordMemo, align};
+pub use cache::CacheUse;
 use normalize::{NonbreakingPrefixes, java_lines, java_trim, normalize_line, string_tokens};
 use paraphrase::ParaphraseTable;
 pub use stats::MeteorStats;
@@ -62,18 +65,37 @@ pub fn locate_synonyms(explicit: Option<&Path>) -> Result<SynonymDictionary, Met
 /// [`Meteor::load`] accepts).
 pub fn load_synonyms(path: &Path) -> Result<SynonymDictionary, MeteorUnavailable> {
     let files = data::DataFiles::open(path)?;
-    SynonymDictionary::parse(&files.jar_text("synonym/english.exceptions")?, &files.jar_text("synonym/english.synsets")?)
-        .map_err(|e| files.corrupt("synonym/english.synsets", e))
+    let texts = files.jar_texts(&[EXCEPTIONS, SYNSETS])?;
+    SynonymDictionary::parse(&texts[0], &texts[1]).map_err(|e| files.corrupt(SYNSETS, e))
 }
+
+const FUNCTION_WORDS: &str = "function/english.words";
+const PREFIXES: &str = "nonbreaking/english.prefixes";
+const EXCEPTIONS: &str = "synonym/english.exceptions";
+const SYNSETS: &str = "synonym/english.synsets";
 
 /// METEOR 1.5 with its English resources loaded; build it once and score many times.
 #[derive(Debug)]
 pub struct Meteor {
-    function_words: HashSet<String>,
+    function_words: FastSet<String>,
     prefixes: NonbreakingPrefixes,
     synonyms: SynonymDictionary,
     paraphrases: ParaphraseTable,
     source: PathBuf,
+    cache: CacheUse,
+}
+
+/// The jar's resources and the paraphrase table, read from METEOR's data files (the paraphrase
+/// table on a second thread).
+fn prepare(files: &data::DataFiles) -> Result<cache::Prepared, MeteorUnavailable> {
+    std::thread::scope(|scope| {
+        let paraphrases = scope.spawn(|| files.paraphrase_table());
+        let texts = files.jar_texts(&[FUNCTION_WORDS, PREFIXES, EXCEPTIONS, SYNSETS]);
+        let paraphrases = paraphrases.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let [function_words, prefixes, exceptions, synsets]: [String; 4] =
+            texts?.try_into().map_err(|_| MeteorUnavailable::new("METEOR's jar texts"))?;
+        Ok(cache::Prepared { function_words, prefixes, exceptions, synsets, paraphrases })
+    })
 }
 
 /// METEOR scores of a set of images.
@@ -102,22 +124,29 @@ impl Meteor {
     /// `meteor-1.5.jar` (with `data/paraphrase-en.gz` beside it), the pycocoevalcap 1.2 wheel,
     /// or a folder holding that wheel.
     pub fn load(path: &Path) -> Result<Meteor, MeteorUnavailable> {
+        Meteor::load_with_cache(path, cache::cache_dir().as_deref())
+    }
+
+    /// [`Meteor::load`], keeping the prepared data in `cache_dir` (`None`: not at all) instead
+    /// of the user's cache folder ([`cache::cache_dir`]).
+    pub fn load_with_cache(path: &Path, cache_dir: Option<&Path>) -> Result<Meteor, MeteorUnavailable> {
         let files = data::DataFiles::open(path)?;
-        let (tables, paraphrases) = std::thread::scope(|scope| {
-            let paraphrases = scope.spawn(|| files.paraphrase_table());
-            let tables = (|| -> Result<_, MeteorUnavailable> {
-                let function_words: HashSet<String> = java_lines(&files.jar_text("function/english.words")?).map(str::to_string).collect();
-                let prefixes = NonbreakingPrefixes::parse(&files.jar_text("nonbreaking/english.prefixes")?);
-                let synonyms =
-                    SynonymDictionary::parse(&files.jar_text("synonym/english.exceptions")?, &files.jar_text("synonym/english.synsets")?)
-                        .map_err(|e| files.corrupt("synonym/english.synsets", e))?;
-                Ok((function_words, prefixes, synonyms))
-            })();
-            let paraphrases = paraphrases.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (tables, paraphrases)
-        });
-        let (function_words, prefixes, synonyms) = tables?;
-        Ok(Meteor { function_words, prefixes, synonyms, paraphrases: paraphrases?, source: files.source().to_path_buf() })
+        let (prepared, cache) = cache::load_or_build(cache_dir, &files.sources(), || prepare(&files))?;
+        let cache::Prepared { function_words, prefixes, exceptions, synsets, paraphrases } = prepared;
+        let synonyms = SynonymDictionary::parse(&exceptions, &synsets).map_err(|e| files.corrupt(SYNSETS, e))?;
+        Ok(Meteor {
+            function_words: java_lines(&function_words).map(str::to_string).collect(),
+            prefixes: NonbreakingPrefixes::parse(&prefixes),
+            synonyms,
+            paraphrases,
+            source: files.source().to_path_buf(),
+            cache,
+        })
+    }
+
+    /// Whether the data came from the cache, was built into it, or could not be cached.
+    pub fn cache_use(&self) -> &CacheUse {
+        &self.cache
     }
 
     /// A METEOR with made-up resources, for unit tests.
@@ -129,6 +158,7 @@ impl Meteor {
             synonyms: SynonymDictionary::parse(exceptions, synsets).unwrap(),
             paraphrases: ParaphraseTable::read(paraphrases.as_bytes()).unwrap(),
             source: PathBuf::from("test"),
+            cache: CacheUse::Unavailable("made up".into()),
         }
     }
 
@@ -152,6 +182,11 @@ impl Meteor {
     /// pycocoevalcap's line format is reproduced: `|||` is removed from the candidate and
     /// double spaces halved, and a reference containing `|||` splits into several.
     pub fn image_stats<S: AsRef<str>>(&self, candidate: &str, references: &[S]) -> MeteorStats {
+        self.image_stats_with(&mut WordMemo::default(), candidate, references)
+    }
+
+    /// [`Meteor::image_stats`], with the facts of words already seen.
+    fn image_stats_with<S: AsRef<str>>(&self, memo: &mut WordMemo, candidate: &str, references: &[S]) -> MeteorStats {
         let candidate = candidate.replace("|||", "").replace("  ", " ");
         let references: Vec<&str> = references.iter().map(AsRef::as_ref).collect();
         let line = format!("SCORE ||| {} ||| {}", references.join(" ||| "), candidate);
@@ -163,11 +198,11 @@ impl Meteor {
             return MeteorStats::default();
         }
         let hyp_words = self.words(java_trim(fields[fields.len() - 1]));
-        let hyp = self.sentence(&hyp_words);
+        let hyp = self.sentence(&hyp_words, memo);
         let mut best: Option<(f64, MeteorStats)> = None;
         for reference in &fields[1..fields.len() - 1] {
             let ref_words = self.words(java_trim(reference));
-            let stats = align(&hyp, &self.sentence(&ref_words), self);
+            let stats = align(&hyp, &self.sentence(&ref_words, memo));
             let score = stats.score();
             if best.is_none_or(|(best_score, _)| score > best_score) {
                 best = Some((score, stats));
@@ -181,12 +216,13 @@ impl Meteor {
     pub fn pair_stats<S: AsRef<str>>(&self, hypothesis: &[S], reference: &[S]) -> MeteorStats {
         let hyp: Vec<&str> = hypothesis.iter().map(AsRef::as_ref).collect();
         let reference: Vec<&str> = reference.iter().map(AsRef::as_ref).collect();
-        align(&Sentence::new(&hyp, self), &Sentence::new(&reference, self), self)
+        let mut memo = WordMemo::default();
+        align(&Sentence::new(&hyp, self, &mut memo), &Sentence::new(&reference, self, &mut memo))
     }
 
-    fn sentence(&self, words: &[String]) -> Sentence {
+    fn sentence(&self, words: &[String], memo: &mut WordMemo) -> Sentence<'_> {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        Sentence::new(&words, self)
+        Sentence::new(&words, self, memo)
     }
 
     /// pycocoevalcap's `Meteor().compute_score`: per-image scores and the corpus score of the
@@ -206,20 +242,16 @@ impl Meteor {
     }
 
     fn all_image_stats(&self, images: &[TokenizedImage]) -> Vec<MeteorStats> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(images.len().div_ceil(16)).max(1);
-        if threads == 1 {
-            return images.iter().map(|image| self.image_stats(&image.candidate, &image.references)).collect();
-        }
-        let chunk = images.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = images
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|image| self.image_stats(&image.candidate, &image.references)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-        })
+        // A few chunks per thread, each remembering the words it has seen (the results do not
+        // depend on it); collected in image order.
+        let chunk = images.len().div_ceil(4 * rayon::current_num_threads()).max(1);
+        images
+            .par_chunks(chunk)
+            .flat_map_iter(|part| {
+                let mut memo = WordMemo::default();
+                part.iter().map(|image| self.image_stats_with(&mut memo, &image.candidate, &image.references)).collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 

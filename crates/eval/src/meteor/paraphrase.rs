@@ -8,21 +8,114 @@
 //! order, and the order matters to its beam search. Words compare as strings, which is what
 //! the jar's word ids amount to. Lines end at `\n` (the file has no `\r`).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{ErrorKind, Read};
 use std::sync::mpsc;
 
-#[derive(Debug, Default)]
+use crate::fast_hash::{FastMap, hash_bytes};
+
+/// The table, indexed, as one byte string (see [`Layout`]): built in memory from the gzipped
+/// file, or mapped from the binary cache ([`crate::meteor::cache`]) without being copied.
+#[derive(Debug)]
 pub struct ParaphraseTable {
-    /// Reference phrase (words joined by single spaces) → range of entries.
-    groups: FastMap<Box<[u8]>, (u32, u32)>,
-    /// The paraphrases, words joined by single spaces, one after the other.
-    text: Vec<u8>,
-    /// Entry `e`'s paraphrase is `text[starts[e]..starts[e + 1]]`.
-    starts: Vec<u32>,
-    /// The longest reference phrase, in words.
+    bytes: Bytes,
+    layout: Layout,
+}
+
+/// Where the table's bytes are.
+pub(crate) enum Bytes {
+    Owned(Vec<u8>),
+    /// `map[offset..end]`.
+    Mapped {
+        map: memmap2::Mmap,
+        offset: usize,
+        end: usize,
+    },
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = if matches!(self, Bytes::Owned(_)) { "in memory" } else { "mapped" };
+        write!(f, "{} bytes {place}", self.len())
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(bytes) => bytes,
+            Bytes::Mapped { map, offset, end } => &map[*offset..*end],
+        }
+    }
+}
+
+/// The byte string: a header of seven little-endian u64 (the longest reference phrase in
+/// words, then the lengths of the six arrays below), then the arrays, u32 ones little-endian:
+///
+/// * `slots`: an open-addressing index over the reference phrases and their word prefixes,
+///   a power-of-two number of slots, each 0 (empty) or a group number + 1, probed linearly
+///   from [`phrase_hash`]. A prefix that is not itself a reference phrase is a group without
+///   entries, so that a lookup stops at the first prefix no phrase starts with;
+/// * `key_starts`: group `g`'s phrase (words joined by single spaces) is
+///   `keys[key_starts[g]..key_starts[g + 1]]`;
+/// * `ranges`: group `g`'s entries are `ranges[2g]..ranges[2g + 1]`;
+/// * `starts`: entry `e`'s paraphrase is `text[starts[e]..starts[e + 1]]`;
+/// * `keys` and `text`: the phrases and the paraphrases, one after the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Layout {
     max_len: usize,
+    slots: (usize, usize),
+    key_starts: (usize, usize),
+    ranges: (usize, usize),
+    starts: (usize, usize),
+    keys: (usize, usize),
+    text: (usize, usize),
+}
+
+const HEADER: usize = 7 * 8;
+
+/// The table while it is built, as arrays (see [`Layout`]).
+#[derive(Debug, Default)]
+struct Arrays {
+    slots: Vec<u32>,
+    keys: Vec<u8>,
+    key_starts: Vec<u32>,
+    ranges: Vec<u32>,
+    text: Vec<u8>,
+    starts: Vec<u32>,
+    max_len: usize,
+}
+
+impl Arrays {
+    /// The byte string of [`Layout`].
+    fn encode(&self) -> Vec<u8> {
+        let u32s = [&self.slots, &self.key_starts, &self.ranges, &self.starts];
+        let size = HEADER + u32s.iter().map(|a| 4 * a.len()).sum::<usize>() + self.keys.len() + self.text.len();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&(self.max_len as u64).to_le_bytes());
+        for len in u32s.iter().map(|a| a.len()).chain([self.keys.len(), self.text.len()]) {
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+        }
+        for array in u32s {
+            out.extend(array.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        out.extend_from_slice(&self.keys);
+        out.extend_from_slice(&self.text);
+        out
+    }
+}
+
+impl PartialEq for ParaphraseTable {
+    fn eq(&self, other: &Self) -> bool {
+        *self.bytes == *other.bytes
+    }
+}
+
+/// The hash that places a reference phrase in [`ParaphraseTable`]'s index: fixed, since the
+/// index is stored.
+fn phrase_hash(phrase: &[u8]) -> u64 {
+    hash_bytes(phrase)
 }
 
 impl ParaphraseTable {
@@ -58,6 +151,7 @@ impl ParaphraseTable {
             });
             let mut builder = Builder::default();
             builder.table.starts.push(0);
+            builder.table.key_starts.push(0);
             // The start of a line that continues in the next chunk.
             let mut carry = Vec::new();
             for chunk in full {
@@ -91,9 +185,46 @@ impl ParaphraseTable {
         })
     }
 
+    /// The table in `bytes` (the byte string of [`Layout`]), checked so that no offset in it
+    /// leads outside the arrays (a damaged file is an error, never a panic later).
+    pub(crate) fn from_bytes(bytes: Bytes) -> Result<ParaphraseTable, String> {
+        let layout = Layout::of(&bytes)?;
+        let table = ParaphraseTable { bytes, layout };
+        table.check().map(|()| table)
+    }
+
+    /// The table's byte string (what the cache stores).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn u32_at(&self, (offset, len): (usize, usize), i: usize) -> u32 {
+        debug_assert!(i < len);
+        let at = offset + 4 * i;
+        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    fn slice(&self, (offset, _): (usize, usize), from: u32, to: u32) -> &[u8] {
+        &self.bytes[offset + from as usize..offset + to as usize]
+    }
+
+    fn groups(&self) -> usize {
+        self.layout.key_starts.1 - 1
+    }
+
+    fn key(&self, group: usize) -> &[u8] {
+        let l = self.layout;
+        self.slice(l.keys, self.u32_at(l.key_starts, group), self.u32_at(l.key_starts, group + 1))
+    }
+
+    fn paraphrase(&self, entry: usize) -> &[u8] {
+        let l = self.layout;
+        self.slice(l.text, self.u32_at(l.starts, entry), self.u32_at(l.starts, entry + 1))
+    }
+
     /// Number of entries (reference phrase, paraphrase) in the table.
     pub fn len(&self) -> usize {
-        self.starts.len() - 1
+        self.layout.starts.1 - 1
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,22 +234,108 @@ impl ParaphraseTable {
     /// `ParaphraseTransducer.getReferencePaths`: for each length `len` (shortest first) such
     /// that `words[start..start + len]` is a reference phrase, its paraphrases (words joined
     /// by single spaces) in file order.
-    pub(crate) fn paths<S: AsRef<str>>(&self, words: &[S], start: usize, mut visit: impl FnMut(usize, &[u8])) {
-        let end = words.len().min(start + self.max_len);
+    pub(crate) fn paths<'t, S: AsRef<str>>(&'t self, words: &[S], start: usize, mut visit: impl FnMut(usize, &'t [u8])) {
+        let end = words.len().min(start + self.layout.max_len);
         let mut key = Vec::with_capacity(64);
         for stop in start + 1..=end {
             if stop > start + 1 {
                 key.push(b' ');
             }
             key.extend_from_slice(words[stop - 1].as_ref().as_bytes());
-            if let Some(&(from, to)) = self.groups.get(key.as_slice()) {
-                for e in from as usize..to as usize {
-                    let text = &self.text[self.starts[e] as usize..self.starts[e + 1] as usize];
-                    visit(stop - start, text);
-                }
+            // No reference phrase starts with these words: none is longer either.
+            let Some(group) = self.group(&key) else {
+                break;
+            };
+            let ranges = self.layout.ranges;
+            for entry in self.u32_at(ranges, 2 * group) as usize..self.u32_at(ranges, 2 * group + 1) as usize {
+                visit(stop - start, self.paraphrase(entry));
             }
         }
     }
+
+    /// The group whose reference phrase (or prefix of one) is `key`.
+    fn group(&self, key: &[u8]) -> Option<usize> {
+        let mask = self.layout.slots.1.checked_sub(1)?;
+        let mut slot = phrase_hash(key) as usize & mask;
+        loop {
+            let group = self.u32_at(self.layout.slots, slot).checked_sub(1)? as usize;
+            if self.key(group) == key {
+                return Some(group);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let l = self.layout;
+        let (groups, entries) = (self.groups(), self.len());
+        let ascending = |section: (usize, usize), limit: usize| {
+            let mut previous = 0;
+            (0..section.1).all(|i| {
+                let value = self.u32_at(section, i);
+                let ok = value >= previous && value as usize <= limit;
+                previous = value;
+                ok
+            })
+        };
+        if !l.slots.1.is_power_of_two() || (0..l.slots.1).any(|i| self.u32_at(l.slots, i) as usize > groups) {
+            return Err("bad index".into());
+        }
+        if !ascending(l.key_starts, l.keys.1) || !ascending(l.starts, l.text.1) {
+            return Err("bad offsets".into());
+        }
+        let bad_range = |g: usize| {
+            let (from, to) = (self.u32_at(l.ranges, 2 * g), self.u32_at(l.ranges, 2 * g + 1));
+            from > to || to as usize > entries
+        };
+        if l.ranges.1 != 2 * groups || (0..groups).any(bad_range) {
+            return Err("bad entry ranges".into());
+        }
+        Ok(())
+    }
+}
+
+impl Layout {
+    /// The sections of `bytes`, which must be exactly their size.
+    fn of(bytes: &[u8]) -> Result<Layout, String> {
+        let mut input = bytes;
+        let mut next = || -> Result<usize, String> { usize::try_from(read_u64(&mut input)?).map_err(|e| e.to_string()) };
+        let max_len = next()?;
+        let lens = [next()?, next()?, next()?, next()?, next()?, next()?];
+        let mut offset = HEADER;
+        let mut sections = [(0, 0); 6];
+        for (k, (&len, section)) in lens.iter().zip(&mut sections).enumerate() {
+            *section = (offset, len);
+            let size = if k < 4 { len.checked_mul(4).ok_or("bad length")? } else { len };
+            offset = offset.checked_add(size).ok_or("bad length")?;
+        }
+        if offset != bytes.len() {
+            return Err(format!("{} bytes where the header says {offset}", bytes.len()));
+        }
+        let [slots, key_starts, ranges, starts, keys, text] = sections;
+        if key_starts.1 == 0 || starts.1 == 0 {
+            return Err("no offsets".into());
+        }
+        Ok(Layout { max_len, slots, key_starts, ranges, starts, keys, text })
+    }
+}
+
+fn take<'a>(input: &mut &'a [u8], len: usize) -> Result<&'a [u8], String> {
+    if input.len() < len {
+        return Err("the file ends early".into());
+    }
+    let (head, rest) = input.split_at(len);
+    *input = rest;
+    Ok(head)
+}
+
+pub(crate) fn read_u64(input: &mut &[u8]) -> Result<u64, String> {
+    Ok(u64::from_le_bytes(take(input, 8)?.try_into().expect("8 bytes")))
+}
+
+pub(crate) fn read_bytes(input: &mut &[u8]) -> Result<Vec<u8>, String> {
+    let len = usize::try_from(read_u64(input)?).map_err(|e| e.to_string())?;
+    Ok(take(input, len)?.to_vec())
 }
 
 /// Whether `phrase` (words joined by single spaces) occurs in `words` at `at`.
@@ -133,7 +350,9 @@ pub(crate) fn phrase_len(phrase: &[u8]) -> usize {
 
 #[derive(Default)]
 struct Builder {
-    table: ParaphraseTable,
+    table: Arrays,
+    /// Reference phrase → group, while reading.
+    groups: FastMap<Box<[u8]>, u32>,
     /// Which of the three lines of an entry comes next.
     line_in_entry: u8,
     /// The group of the current entry (index into the group ranges).
@@ -197,8 +416,8 @@ impl Builder {
                 let reference = canonical(line, &mut scratch);
                 if self.groups_seen == 0 || reference != self.previous_reference.as_slice() {
                     std::str::from_utf8(reference).map_err(invalid)?;
-                    self.group = match self.table.groups.get(reference) {
-                        Some(&(group, _)) => {
+                    self.group = match self.groups.get(reference) {
+                        Some(&group) => {
                             // Only in a table that is not sorted by reference phrase.
                             self.unsorted = true;
                             group
@@ -208,7 +427,9 @@ impl Builder {
                             self.groups_seen += 1;
                             let words = if reference.is_empty() { 0 } else { phrase_len(reference) };
                             self.table.max_len = self.table.max_len.max(words);
-                            self.table.groups.insert(reference.into(), (group, 0));
+                            self.groups.insert(reference.into(), group);
+                            self.table.keys.extend_from_slice(reference);
+                            self.table.key_starts.push(self.table.keys.len() as u32);
                             group
                         }
                     };
@@ -232,7 +453,12 @@ impl Builder {
     }
 
     fn finish(mut self) -> std::io::Result<ParaphraseTable> {
-        let mut table = self.table;
+        let table = self.arrays()?;
+        ParaphraseTable::from_bytes(Bytes::Owned(table.encode())).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+    }
+
+    fn arrays(&mut self) -> std::io::Result<Arrays> {
+        let mut table = std::mem::take(&mut self.table);
         if self.line_in_entry != 0 {
             return Err(std::io::Error::new(ErrorKind::InvalidData, "paraphrase table ends in the middle of an entry"));
         }
@@ -252,84 +478,65 @@ impl Builder {
             table.starts = starts;
             self.entry_groups = order.iter().map(|&e| self.entry_groups[e as usize]).collect();
         }
-        let mut ranges = vec![(0u32, 0u32); self.groups_seen as usize];
+        let mut ranges = vec![0u32; 2 * self.groups_seen as usize];
         let mut start = 0;
         while start < self.entry_groups.len() {
-            let group = self.entry_groups[start];
+            let group = self.entry_groups[start] as usize;
             let mut end = start + 1;
-            while end < self.entry_groups.len() && self.entry_groups[end] == group {
+            while end < self.entry_groups.len() && self.entry_groups[end] as usize == group {
                 end += 1;
             }
-            ranges[group as usize] = (start as u32, end as u32);
+            (ranges[2 * group], ranges[2 * group + 1]) = (start as u32, end as u32);
             start = end;
         }
-        for range in table.groups.values_mut() {
-            *range = ranges[range.0 as usize];
-        }
+        table.ranges = ranges;
+        add_prefixes(&mut table, &self.groups);
+        table.slots = index(&table.keys, &table.key_starts);
         // The paraphrases are checked once, here (reference phrases as they come).
         std::str::from_utf8(&table.text).map_err(invalid)?;
-        table.text.shrink_to_fit();
-        table.starts.shrink_to_fit();
         Ok(table)
     }
+}
+
+/// Adds every word prefix of a reference phrase that is not itself one, as a group without
+/// entries.
+fn add_prefixes(table: &mut Arrays, phrases: &FastMap<Box<[u8]>, u32>) {
+    let mut prefixes: FastMap<Box<[u8]>, ()> = FastMap::default();
+    let groups = table.key_starts.len() - 1;
+    for group in 0..groups {
+        let (start, end) = (table.key_starts[group] as usize, table.key_starts[group + 1] as usize);
+        let spaces: Vec<usize> = (start..end).filter(|&at| table.keys[at] == b' ').collect();
+        for at in spaces {
+            let prefix = &table.keys[start..at];
+            if !phrases.contains_key(prefix) && !prefixes.contains_key(prefix) {
+                prefixes.insert(prefix.into(), ());
+                table.keys.extend_from_within(start..at);
+                table.key_starts.push(table.keys.len() as u32);
+                table.ranges.extend([0, 0]);
+            }
+        }
+    }
+}
+
+/// The open-addressing index of the keys (load factor at most one half).
+fn index(keys: &[u8], key_starts: &[u32]) -> Vec<u32> {
+    let groups = key_starts.len() - 1;
+    let mut slots = vec![0u32; (2 * groups).next_power_of_two().max(2)];
+    let mask = slots.len() - 1;
+    for group in 0..groups {
+        let key = &keys[key_starts[group] as usize..key_starts[group + 1] as usize];
+        let mut slot = phrase_hash(key) as usize & mask;
+        while slots[slot] != 0 {
+            slot = (slot + 1) & mask;
+        }
+        slots[slot] = group as u32 + 1;
+    }
+    slots
 }
 
 fn invalid(e: std::str::Utf8Error) -> std::io::Error {
     std::io::Error::new(ErrorKind::InvalidData, format!("paraphrase table is not UTF-8: {e}"))
 }
-
-/// FxHash (rustc's hasher): much faster than SipHash on millions of short keys; the keys are
-/// the table's own phrases, so hash flooding is no concern.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FastHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(buf));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // FxHash leaves the low bits (which pick the bucket) poorly mixed: fold the high
-        // bits in.
-        let h = self.0;
-        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
-    }
-}
-
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[cfg(test)]
 mod tests {

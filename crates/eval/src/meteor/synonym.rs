@@ -2,23 +2,23 @@
 //! its irregular base forms (`english.exceptions`) and of its regular base form (WordNet's
 //! `morph` suffix rules).
 
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 
 use super::normalize::{java_lines, string_tokens};
 
 #[derive(Debug, Clone, Default)]
 pub struct SynonymDictionary {
     /// Irregular form → its base forms, in file order.
-    word_to_bases: HashMap<String, Vec<String>>,
+    word_to_bases: FastMap<String, Vec<String>>,
     /// Word → WordNet synset offsets.
-    word_to_synsets: HashMap<String, Vec<i32>>,
+    word_to_synsets: FastMap<String, Vec<i32>>,
 }
 
 impl SynonymDictionary {
     /// Parses `english.exceptions` (base line, then a line of its forms) and `english.synsets`
     /// (word line, then a line of synset offsets).
     pub fn parse(exceptions: &str, synsets: &str) -> Result<SynonymDictionary, String> {
-        let mut word_to_bases: HashMap<String, Vec<String>> = HashMap::new();
+        let mut word_to_bases: FastMap<String, Vec<String>> = FastMap::default();
         let mut lines = java_lines(exceptions);
         while let Some(base) = lines.next() {
             let forms = lines.next().unwrap_or("");
@@ -26,7 +26,7 @@ impl SynonymDictionary {
                 word_to_bases.entry(form.to_string()).or_default().push(base.to_string());
             }
         }
-        let mut word_to_synsets = HashMap::new();
+        let mut word_to_synsets = FastMap::default();
         let mut lines = java_lines(synsets);
         while let Some(word) = lines.next() {
             let offsets = lines.next().unwrap_or("");

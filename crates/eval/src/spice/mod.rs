@@ -19,6 +19,7 @@ mod graph;
 mod lexicon;
 mod parse;
 
+use rayon::prelude::*;
 use std::path::Path;
 
 use serde::Serialize;
@@ -196,18 +197,7 @@ impl Spice {
 
     /// Scores every image (in parallel) and the corpus (mean per-image `All` F1).
     pub fn score(&self, images: &[TokenizedImage]) -> SpiceScores {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(images.len().div_ceil(64)).max(1);
-        let score = |image: &TokenizedImage| self.image_scores(&image.candidate, &image.references);
-        let per_image: Vec<ImageScores> = if threads == 1 {
-            images.iter().map(score).collect()
-        } else {
-            let chunk = images.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    images.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(score).collect::<Vec<_>>())).collect();
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-            })
-        };
+        let per_image: Vec<ImageScores> = images.par_iter().map(|image| self.image_scores(&image.candidate, &image.references)).collect();
         let fs: Vec<f64> = per_image.iter().map(ImageScores::f).collect();
         SpiceScores { corpus: if fs.is_empty() { f64::NAN } else { crate::numpy_mean::numpy_mean(&fs) }, per_image }
     }
