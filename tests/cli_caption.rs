@@ -54,6 +54,40 @@ fn captions_images_with_n_best_and_confidences() {
 }
 
 #[test]
+fn attention_figures_and_weights_are_written_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    write_checkpoint(&checkpoint);
+    let figures = dir.path().join("figures");
+    let mut images = Vec::new();
+    for name in ["red.png", "sub/red.png"] {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(48, 40, image::Rgb([220, 30, 30])).save(&path).unwrap();
+        images.push(path.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["caption", "--checkpoint", checkpoint.to_str().unwrap(), "--json", "--attention", figures.to_str().unwrap()];
+    args.extend(images.iter().map(String::as_str));
+    let out = caption(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (result, file) in results.as_array().unwrap().iter().zip(["red.png", "red-2.png"]) {
+        let caption = &result["captions"][0];
+        let attention = &caption["attention"];
+        let weights = attention["weights"].as_array().unwrap();
+        assert_eq!(weights.len(), caption["tokens"].as_array().unwrap().len(), "{caption}");
+        for row in weights {
+            let sum: f64 = row.as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).sum();
+            assert!((sum - 1.0).abs() < 1e-4, "{row}");
+        }
+        // Two images of the same name get two figures: the image, then a panel per token.
+        let figure = image::open(figures.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let panels = weights.len() as u32 + 1;
+        assert_eq!(figure.width(), 8 + panels.min(6) * 200, "{file}");
+    }
+}
+
+#[test]
 fn a_truncated_checkpoint_or_a_bad_image_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().join("checkpoint");

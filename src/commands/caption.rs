@@ -1,10 +1,13 @@
 //! `caption caption`: captions for image files from a checkpoint, with confidences.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use caption_data::attention_figure::{AttendedWord, attention_figure, png};
+use caption_data::fsutil::write_atomic;
+use caption_data::image::{ImageConfig, decode_file};
 use caption_model::{Caption, CaptionPipeline, DecodingOverrides, DeviceSpec, LengthPenalty, load_checkpoint};
 use clap::Args;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct CaptionArgs {
@@ -35,6 +38,11 @@ pub struct CaptionArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Write one PNG per image into DIR: the image, then each word of the best caption with
+    /// where the model looked (its attention over the image) and the word's probability.
+    /// With `--json`, each caption also gets its tokens' attention weights.
+    #[arg(long, value_name = "DIR")]
+    attention: Option<PathBuf>,
     /// Images (JPEG, PNG or WebP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -57,6 +65,7 @@ pub fn run(args: CaptionArgs) -> Result<()> {
         length_penalty,
         block_repeated_trigrams: args.block_repeated_trigrams,
         block_bad_endings: args.block_bad_endings,
+        attention: args.attention.is_some().then_some(true),
         ..Default::default()
     };
     let device: DeviceSpec = args.device.parse()?;
@@ -100,5 +109,36 @@ fn caption_images<B: burn::prelude::Backend>(
         pixels.extend(pipeline.prepare_image(&bytes, &image.display().to_string())?);
     }
     let captions = pipeline.caption_images(pixels, &decoding).with_context(|| format!("decoding with {}", args.checkpoint.display()))?;
-    Ok(args.images.iter().zip(captions).map(|(image, captions)| Captioned { image: image.clone(), captions }).collect())
+    let results: Vec<Captioned> =
+        args.images.iter().zip(captions).map(|(image, captions)| Captioned { image: image.clone(), captions }).collect();
+    if let Some(dir) = &args.attention {
+        write_figures(dir, &results, &pipeline.preprocess)?;
+    }
+    Ok(results)
+}
+
+/// One attention figure per image (of its best caption) in `dir`, named after the image file.
+fn write_figures(dir: &Path, results: &[Captioned], preprocess: &ImageConfig) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--attention: cannot create {}", dir.display()))?;
+    let mut names = std::collections::HashSet::new();
+    for result in results {
+        let Some(caption) = result.captions.first() else { continue };
+        let Some(attention) = &caption.attention else {
+            bail!("--attention: this checkpoint's decoder has no attention over the image");
+        };
+        let words: Vec<AttendedWord> = caption
+            .tokens
+            .iter()
+            .zip(&attention.weights)
+            .map(|(token, weights)| AttendedWord { text: &token.text, probability: token.probability, weights })
+            .collect();
+        let image = decode_file(&result.image, preprocess.max_pixels)?;
+        let figure = attention_figure(&image, preprocess, (attention.rows, attention.columns), &words);
+        let stem = result.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let name = (1..).map(|k| if k == 1 { format!("{stem}.png") } else { format!("{stem}-{k}.png") }).find(|n| names.insert(n.clone()));
+        let path = dir.join(name.expect("a free name"));
+        write_atomic(&path, &png(&figure))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }

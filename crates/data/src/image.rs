@@ -257,7 +257,7 @@ pub fn prepare(image: &RgbImage, config: &ImageConfig, augment_seed: Option<u64>
     PreparedImage { size, chw: normalise(&work, config) }
 }
 
-fn resize_to(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
+pub(crate) fn resize_to(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
     let (w, h) = image.dimensions();
     match mode {
         ResizeMode::Squash => {

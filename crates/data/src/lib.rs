@@ -5,6 +5,7 @@
 //! decoding and preprocessing with decompression-bomb checks, the synthetic shapes dataset
 //! that the README's main job trains on, and (feature `stats`) dataset statistics via polars.
 
+pub mod attention_figure;
 pub mod config;
 pub mod dataset;
 pub mod error;

@@ -293,13 +293,19 @@ pub struct Hypothesis {
     /// Ranking score: `log_prob` under the beam search's length penalty (`log_prob` for greedy
     /// decoding and sampling).
     pub score: f64,
+    /// With [`Constraints::record_attention`], for decoders that attend over the encoder's grid:
+    /// each scored token's attention weights over the `R` regions (row-major over the grid,
+    /// summing to 1), taken at the step that chose the token; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attention: Vec<Vec<f32>>,
 }
 
 impl Hypothesis {
-    fn new(tokens: Vec<u32>, token_log_probs: Vec<f32>, finished: bool, penalty: LengthPenalty) -> Self {
+    fn new(path: Path, penalty: LengthPenalty) -> Self {
+        let Path { tokens, log_probs: token_log_probs, finished, attention } = path;
         let log_prob = token_log_probs.iter().map(|&lp| lp as f64).sum();
         let score = penalty.score(log_prob, token_log_probs.len());
-        Hypothesis { tokens, token_log_probs, finished, log_prob, score }
+        Hypothesis { tokens, token_log_probs, finished, log_prob, score, attention }
     }
 
     /// Number of scored tokens `L`: the words, plus `<eos>` when finished.
@@ -340,19 +346,26 @@ pub struct Constraints<'a> {
     pub max_length: usize,
     /// Token ids after which `<eos>` is not allowed (empty: none).
     pub no_eos_after: &'a [u32],
+    /// Keep each token's attention over the encoder grid ([`Hypothesis::attention`]).
+    pub record_attention: bool,
 }
 
 impl Constraints<'static> {
     /// Captions of at most `max_length` words, with any ending.
     pub fn new(tokens: SpecialTokens, max_length: usize) -> Self {
-        Constraints { tokens, max_length, no_eos_after: &[] }
+        Constraints { tokens, max_length, no_eos_after: &[], record_attention: false }
     }
 }
 
-impl Constraints<'_> {
+impl<'a> Constraints<'a> {
     /// The same constraints, with no caption ending in one of `no_eos_after`.
     pub fn with_no_eos_after(self, no_eos_after: &[u32]) -> Constraints<'_> {
-        Constraints { tokens: self.tokens, max_length: self.max_length, no_eos_after }
+        Constraints { no_eos_after, ..self }
+    }
+
+    /// The same constraints, keeping each token's attention when `record` is set.
+    pub fn with_attention(self, record: bool) -> Constraints<'a> {
+        Constraints { record_attention: record, ..self }
     }
 }
 
@@ -456,10 +469,10 @@ pub fn greedy<B: Backend, D: CaptionDecoder<B>>(
     features: &EncoderOutput<B>,
     constraints: &Constraints,
 ) -> Result<Vec<Hypothesis>, DecodeError> {
-    let Constraints { tokens, max_length, no_eos_after } = *constraints;
+    let Constraints { tokens, max_length, .. } = *constraints;
     check_common(decoder, tokens, max_length)?;
     let ban = ban_mask::<B>(tokens, decoder.vocab_size(), &features.regions.device());
-    Ok(single_paths(decoder, features, tokens, max_length, 1, no_eos_after, |_, log_probs| {
+    Ok(single_paths(decoder, features, constraints, 1, |_, log_probs| {
         // Adding 0 keeps the chosen token's log-probability exactly the model's.
         let (values, indices) = (log_probs + ban.clone()).max_dim_with_indices(1);
         let values = floats(values);
@@ -474,7 +487,7 @@ pub fn sample<B: Backend, D: CaptionDecoder<B>>(
     constraints: &Constraints,
     config: &SamplingConfig,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-    let Constraints { tokens, max_length, no_eos_after } = *constraints;
+    let Constraints { tokens, max_length, .. } = *constraints;
     check_common(decoder, tokens, max_length)?;
     config.validate()?;
     let images = features.regions.dims()[0];
@@ -482,7 +495,7 @@ pub fn sample<B: Backend, D: CaptionDecoder<B>>(
     let mut rngs: Vec<SplitMix64> = (0..images * n).map(|row| SplitMix64::for_item(config.seed, row as u64)).collect();
     let vocab = decoder.vocab_size();
     let banned = banned_tokens(tokens);
-    let paths = single_paths(decoder, features, tokens, max_length, n, no_eos_after, |rows, log_probs| {
+    let paths = single_paths(decoder, features, constraints, n, |rows, log_probs| {
         let values = floats(log_probs);
         rows.iter()
             .zip(values.chunks_exact(vocab))
@@ -537,25 +550,31 @@ struct Path {
     tokens: Vec<u32>,
     log_probs: Vec<f32>,
     finished: bool,
+    /// Each scored token's attention (when recorded).
+    attention: Vec<Vec<f32>>,
+}
+
+/// The rows of a step's attention `[rows, R]` on the host, when recorded and the decoder has it.
+fn attention_rows<B: Backend>(step: &crate::decoder::DecoderStep<B>, record: bool) -> Option<(Vec<f32>, usize)> {
+    let attention = step.attention.as_ref().filter(|_| record)?;
+    let regions = attention.dims()[1];
+    Some((floats(attention.clone()), regions))
+}
+
+fn row(rows: &Option<(Vec<f32>, usize)>, at: usize) -> Option<Vec<f32>> {
+    rows.as_ref().map(|(values, regions)| values[at * regions..(at + 1) * regions].to_vec())
 }
 
 /// Decodes `copies` independent paths per image (rows `image * copies + c`); `pick` chooses
 /// each active row's next token and its log-probability from the rows' log-probabilities
 /// `[active, V]` (`<eos>` at -inf after a `no_eos_after` token), given the active rows' indices.
-fn single_paths<B, D, F>(
-    decoder: &D,
-    features: &EncoderOutput<B>,
-    tokens: SpecialTokens,
-    max_length: usize,
-    copies: usize,
-    no_eos_after: &[u32],
-    mut pick: F,
-) -> Vec<Hypothesis>
+fn single_paths<B, D, F>(decoder: &D, features: &EncoderOutput<B>, constraints: &Constraints, copies: usize, mut pick: F) -> Vec<Hypothesis>
 where
     B: Backend,
     D: CaptionDecoder<B>,
     F: FnMut(&[usize], Tensor<B, 2>) -> Vec<(u32, f32)>,
 {
+    let Constraints { tokens, max_length, no_eos_after, record_attention } = *constraints;
     let device = features.regions.device();
     let images = features.regions.dims()[0];
     let total = images * copies;
@@ -574,8 +593,10 @@ where
             break;
         }
         let input = int_tensor(active.iter().map(|&row| last[row] as i64).collect(), &device);
-        let (mut log_probs, next) = decoder.step(state, input);
+        let (step_output, next) = decoder.step(state, input);
         state = next;
+        let attention = attention_rows(&step_output, record_attention);
+        let mut log_probs = step_output.log_probs;
         // At step 0 `last` is `<bos>`, not a word.
         if step > 0
             && let Some(mask) = blocked_mask::<B, _>(
@@ -591,6 +612,7 @@ where
         for (local, (&row, (token, lp))) in active.iter().zip(picks).enumerate() {
             let path = &mut paths[row];
             path.log_probs.push(lp);
+            path.attention.extend(self::row(&attention, local));
             if token == tokens.eos {
                 path.finished = true;
             } else {
@@ -606,7 +628,7 @@ where
         }
         active = keep.into_iter().map(|local| active[local]).collect();
     }
-    paths.into_iter().map(|p| Hypothesis::new(p.tokens, p.log_probs, p.finished, LengthPenalty::None)).collect()
+    paths.into_iter().map(|p| Hypothesis::new(p, LengthPenalty::None)).collect()
 }
 
 /// A live beam.
@@ -615,6 +637,15 @@ struct Beam {
     tokens: Vec<u32>,
     log_probs: Vec<f32>,
     log_prob: f64,
+    /// Each token's attention (when recorded).
+    attention: Vec<Vec<f32>>,
+}
+
+impl Beam {
+    fn hypothesis(&self, finished: bool, penalty: LengthPenalty) -> Hypothesis {
+        let path = Path { tokens: self.tokens.clone(), log_probs: self.log_probs.clone(), finished, attention: self.attention.clone() };
+        Hypothesis::new(path, penalty)
+    }
 }
 
 /// Tokens that would repeat a trigram of `tokens` if appended.
@@ -634,7 +665,7 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
     constraints: &Constraints,
     config: &BeamSearchConfig,
 ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
-    let Constraints { tokens, max_length, no_eos_after } = *constraints;
+    let Constraints { tokens, max_length, no_eos_after, record_attention } = *constraints;
     check_common(decoder, tokens, max_length)?;
     config.validate()?;
     let device = features.regions.device();
@@ -652,7 +683,7 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
     // Images still searched, in row-block order (image `active[a]` owns rows a*k .. a*k + k),
     // and their beams by slot (`None`: an empty slot, whose row is never extended).
     let mut active: Vec<usize> = (0..images).collect();
-    let first = Beam { tokens: Vec::new(), log_probs: Vec::new(), log_prob: 0.0 };
+    let first = Beam { tokens: Vec::new(), log_probs: Vec::new(), log_prob: 0.0, attention: Vec::new() };
     let mut beams: Vec<Vec<Option<Beam>>> =
         (0..images).map(|_| std::iter::once(Some(first.clone())).chain(std::iter::repeat_n(None, k - 1)).collect()).collect();
     let mut ended: Vec<Vec<Hypothesis>> = vec![Vec::new(); images];
@@ -662,8 +693,10 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
         let slots = || beams.iter().flat_map(|image| image.iter());
         let last: Vec<i64> =
             slots().map(|beam| beam.as_ref().and_then(|b| b.tokens.last()).copied().unwrap_or(tokens.bos) as i64).collect();
-        let (log_probs, next) = decoder.step(state, int_tensor(last, &device));
+        let (step_output, next) = decoder.step(state, int_tensor(last, &device));
         state = next;
+        let attention = attention_rows(&step_output, record_attention);
+        let log_probs = step_output.log_probs;
 
         let base: Vec<f32> = slots().map(|beam| beam.as_ref().map_or(f32::NEG_INFINITY, |b| b.log_prob as f32)).collect();
         let mut scores = log_probs.clone() + Tensor::<B, 2>::from_data(TensorData::new(base, [rows, 1]), &device) + ban.clone();
@@ -698,14 +731,18 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
                 let lp = top_log_probs[at];
                 let mut log_probs = parent.log_probs.clone();
                 log_probs.push(lp);
+                // The attention of the step that chose the token: its parent row's.
+                let mut attended = parent.attention.clone();
+                attended.extend(row(&attention, a * k + slot));
                 if token == tokens.eos {
                     if c < k {
-                        ended[image].push(Hypothesis::new(parent.tokens.clone(), log_probs, true, penalty));
+                        let path = Path { tokens: parent.tokens.clone(), log_probs, finished: true, attention: attended };
+                        ended[image].push(Hypothesis::new(path, penalty));
                     }
                 } else {
                     let mut words = parent.tokens.clone();
                     words.push(token);
-                    extended.push((slot, Beam { tokens: words, log_probs, log_prob: parent.log_prob + lp as f64 }));
+                    extended.push((slot, Beam { tokens: words, log_probs, log_prob: parent.log_prob + lp as f64, attention: attended }));
                     if extended.len() == k {
                         break;
                     }
@@ -714,7 +751,7 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
             if last_step {
                 // Cut at max_length: the beams end unfinished.
                 for (_, beam) in &extended {
-                    ended[image].push(Hypothesis::new(beam.tokens.clone(), beam.log_probs.clone(), false, penalty));
+                    ended[image].push(beam.hypothesis(false, penalty));
                 }
             }
             let done = last_step || extended.is_empty() || ended[image].len() >= k;
@@ -723,7 +760,7 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
                     // Only when every continuation was impossible (non-finite scores): return
                     // the beams as they were, unfinished, rather than nothing.
                     for beam in beams[a].iter().flatten() {
-                        ended[image].push(Hypothesis::new(beam.tokens.clone(), beam.log_probs.clone(), false, penalty));
+                        ended[image].push(beam.hypothesis(false, penalty));
                     }
                 }
                 continue;
@@ -799,7 +836,9 @@ mod tests {
 
     #[test]
     fn confidence_is_the_geometric_mean_probability() {
-        let h = Hypothesis::new(vec![5, 6], vec![0.5f32.ln(), 0.25f32.ln(), 1.0f32.ln()], true, LengthPenalty::None);
+        let path =
+            Path { tokens: vec![5, 6], log_probs: vec![0.5f32.ln(), 0.25f32.ln(), 1.0f32.ln()], finished: true, attention: Vec::new() };
+        let h = Hypothesis::new(path, LengthPenalty::None);
         let expected = (0.5f64 * 0.25 * 1.0).powf(1.0 / 3.0);
         assert!((h.confidence() - expected).abs() < 1e-6, "{}", h.confidence());
         assert_eq!(h.scored_length(), 3);

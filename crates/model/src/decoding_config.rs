@@ -20,11 +20,14 @@ pub struct DecodingConfig {
     /// Most words per caption; `None`: the model's `max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    /// Also give each token's attention over the encoder grid (decoders that have it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention: bool,
 }
 
 impl DecodingConfig {
     pub fn new(strategy: DecodeStrategy) -> Self {
-        DecodingConfig { strategy, block_bad_endings: false, max_length: None }
+        DecodingConfig { strategy, block_bad_endings: false, max_length: None, attention: false }
     }
 
     pub fn with_block_bad_endings(self, block_bad_endings: bool) -> Self {
@@ -76,6 +79,7 @@ pub struct DecodingOverrides {
     pub max_length: Option<usize>,
     /// Draw captions instead of searching (its `num_samples` unless `num_captions` is set).
     pub sampling: Option<SamplingConfig>,
+    pub attention: Option<bool>,
 }
 
 fn invalid(message: impl Into<String>) -> DecodeError {
@@ -100,6 +104,7 @@ impl DecodingOverrides {
             strategy,
             block_bad_endings: self.block_bad_endings.unwrap_or(defaults.block_bad_endings),
             max_length: self.max_length.or(defaults.max_length),
+            attention: self.attention.unwrap_or(defaults.attention),
         };
         decoding.validate()?;
         Ok(decoding)

@@ -17,14 +17,14 @@ pub mod weights;
 pub use captioner::{Captioner, CaptionerConfig, SpecialTokens};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_info, save_checkpoint};
 pub use decoder::{
-    AttentionLstmConfig, CaptionDecoder, ConfigError, Decoder, DecoderConfig, DecoderOutput, DecoderState, PositionEncoding,
+    AttentionLstmConfig, CaptionDecoder, ConfigError, Decoder, DecoderConfig, DecoderOutput, DecoderState, DecoderStep, PositionEncoding,
     TransformerDecoderConfig, doubly_stochastic_penalty,
 };
 pub use decoding::{
     BeamSearchConfig, Constraints, DecodeError, DecodeStrategy, Hypothesis, LengthPenalty, SamplingConfig, TokenProbability,
 };
 pub use decoding_config::{DecodingConfig, DecodingOverrides};
-pub use pipeline::{Caption, CaptionPipeline};
+pub use pipeline::{Attention, Caption, CaptionPipeline};
 
 pub use device::{DeviceSpec, FlexBackend};
 pub use encoder::{Encoder, EncoderConfig, EncoderError, EncoderKind, EncoderOutput, Finetune};

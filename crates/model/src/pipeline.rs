@@ -25,6 +25,31 @@ pub struct Caption {
     pub finished: bool,
     /// Each scored token (the words, then `<eos>` when emitted) and its probability.
     pub tokens: Vec<TokenProbability>,
+    /// With [`DecodingConfig::attention`], for decoders that have it: where each scored token
+    /// looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Attention>,
+}
+
+/// Each scored token's attention over the encoder's grid of `rows x columns` regions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attention {
+    pub rows: usize,
+    pub columns: usize,
+    /// Per scored token (as [`Caption::tokens`]): `rows x columns` weights, row-major, summing
+    /// to 1.
+    pub weights: Vec<Vec<f32>>,
+}
+
+impl Attention {
+    /// The grid of `weights` whose rows have `regions` weights: square, as the model's square
+    /// inputs give it (a single row otherwise).
+    fn new(weights: Vec<Vec<f32>>) -> Option<Attention> {
+        let regions = weights.first()?.len();
+        let side = (regions as f64).sqrt().round() as usize;
+        let (rows, columns) = if side * side == regions { (side, side) } else { (1, regions) };
+        Some(Attention { rows, columns, weights })
+    }
 }
 
 /// A model ready to caption (see the module docs). Decode with an inference model (loaded from a
@@ -103,7 +128,8 @@ impl<B: Backend> CaptionPipeline<B> {
             return Err(DecodeError::Invalid(format!("`max_length` is {max_length}; this model writes at most {model_max} words")));
         }
         let no_eos_after: &[u32] = if decoding.block_bad_endings { &self.bad_endings } else { &[] };
-        let constraints = Constraints::new(self.model.config().tokens, max_length).with_no_eos_after(no_eos_after);
+        let constraints =
+            Constraints::new(self.model.config().tokens, max_length).with_no_eos_after(no_eos_after).with_attention(decoding.attention);
         decoding::decode(&self.model.decoder, features, &constraints, &decoding.strategy)
     }
 
@@ -113,6 +139,7 @@ impl<B: Backend> CaptionPipeline<B> {
             confidence: hypothesis.confidence(),
             finished: hypothesis.finished,
             tokens: hypothesis.token_probabilities(&self.text),
+            attention: Attention::new(hypothesis.attention.clone()),
         }
     }
 }

@@ -122,9 +122,9 @@ fn steps_agree_with_teacher_forcing() {
         let mut state = decoder.init_state(&features);
         for t in 0..5 {
             let tokens = inputs.clone().narrow(1, t, 1).reshape([2]);
-            let (log_probs, next) = decoder.step(state, tokens);
+            let (step, next) = decoder.step(state, tokens);
             state = next;
-            let got = floats(log_probs);
+            let got = floats(step.log_probs);
             for row in 0..2 {
                 for v in 0..VOCAB {
                     let (a, b) = (got[row * VOCAB + v], expected[(row * 5 + t) * VOCAB + v]);

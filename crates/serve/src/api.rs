@@ -37,6 +37,8 @@ struct CaptionRequest {
     sampling: Option<RawSampling>,
     /// Each caption's tokens with their probabilities.
     return_tokens: Option<bool>,
+    /// Each token's attention over the encoder grid.
+    return_attention: Option<bool>,
 }
 
 /// `POST /api/v1/caption/batch` as JSON.
@@ -50,6 +52,8 @@ struct BatchRequest {
     sampling: Option<RawSampling>,
     /// Each caption's tokens with their probabilities.
     return_tokens: Option<bool>,
+    /// Each token's attention over the encoder grid.
+    return_attention: Option<bool>,
 }
 
 /// Decoding options as sent; unset ones take the server's defaults. Jobs store them so.
@@ -65,6 +69,8 @@ pub(crate) struct RawOptions {
     pub sampling: Option<RawSampling>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_tokens: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_attention: Option<bool>,
 }
 
 /// `"sampling": {...}`: draw captions instead of searching (any subset of the fields; `{}` is
@@ -275,6 +281,7 @@ pub(crate) fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiErro
 /// Applies the defaults and checks the options against the config and the model.
 pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOptions) -> Result<DecodeOptions, ApiError> {
     let decoding = &state.config.decoding;
+    let attention = raw.return_attention.unwrap_or(false);
     let model_max = model.info.max_length;
     let max_length = raw.max_length.unwrap_or(model_max);
     if max_length == 0 || max_length > model_max {
@@ -301,7 +308,7 @@ pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOp
         }
         let seed = sampling.seed.unwrap_or_else(|| u64::from_str_radix(&new_id()[..16], 16).unwrap_or(0));
         let sampling = SamplingOptions::new(temperature, sampling.top_k.unwrap_or(0), top_p, seed, sampling.seed.is_some());
-        return Ok(DecodeOptions { beam_size: 1, num_captions, max_length, sampling: Some(sampling) });
+        return Ok(DecodeOptions { beam_size: 1, num_captions, max_length, sampling: Some(sampling), attention });
     }
     let default_beam_size = decoding.default_beam_size.unwrap_or_else(|| model.info.decoding.beam_size().min(decoding.max_beam_size));
     let beam_size = raw.beam_size.unwrap_or(default_beam_size);
@@ -312,7 +319,7 @@ pub(crate) fn resolve_options(state: &AppState, model: &ModelWorker, raw: &RawOp
     if num_captions == 0 || num_captions > beam_size {
         return Err(ApiError::unprocessable(format!("`num_captions` is {num_captions}; use 1..={beam_size} (at most `beam_size`)")));
     }
-    Ok(DecodeOptions { beam_size, num_captions, max_length, sampling: None })
+    Ok(DecodeOptions { beam_size, num_captions, max_length, sampling: None, attention })
 }
 
 /// Reads the body (bounded by `limits.max_body_bytes`) as JSON or multipart.
@@ -378,6 +385,7 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                 max_length: request.max_length,
                 sampling: request.sampling,
                 return_tokens: request.return_tokens,
+                return_attention: request.return_attention,
             };
             match (request.image, request.image_url) {
                 (Some(image), None) => {
@@ -405,6 +413,7 @@ fn parse_json(bytes: &Bytes, shape: Shape) -> Result<Upload, ApiError> {
                 max_length: request.max_length,
                 sampling: request.sampling,
                 return_tokens: request.return_tokens,
+                return_attention: request.return_attention,
             };
             Ok(Upload { images, options, url: None })
         }
@@ -471,17 +480,22 @@ async fn parse_multipart(request: Request, shape: Shape) -> Result<Upload, ApiEr
                     _ => options.max_length = Some(value),
                 }
             }
-            "return_tokens" => {
+            "return_tokens" | "return_attention" => {
                 let text = field.text().await.map_err(field_error)?;
                 let value = text
                     .trim()
                     .parse::<bool>()
-                    .map_err(|_| ApiError::unprocessable(format!("`return_tokens` is {text:?}; expected true or false")))?;
-                options.return_tokens = Some(value);
+                    .map_err(|_| ApiError::unprocessable(format!("`{name}` is {text:?}; expected true or false")))?;
+                if name == "return_tokens" {
+                    options.return_tokens = Some(value);
+                } else {
+                    options.return_attention = Some(value);
+                }
             }
             other => {
                 return Err(ApiError::unprocessable(format!(
-                    "unknown form field {other:?}: expected image, num_captions, beam_size, max_length, sampling or return_tokens"
+                    "unknown form field {other:?}: expected image, num_captions, beam_size, max_length, sampling, return_tokens or \
+                     return_attention"
                 )));
             }
         }

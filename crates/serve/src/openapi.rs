@@ -18,7 +18,8 @@ fn options() -> Value {
             "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1.0},
             "seed": {"type": "integer", "minimum": 0, "description": "Same seed, image and options: same captions."}
         }},
-        "return_tokens": {"type": "boolean", "default": false, "description": "Add each caption's tokens with their probabilities (`tokens`)."}
+        "return_tokens": {"type": "boolean", "default": false, "description": "Add each caption's tokens with their probabilities (`tokens`)."},
+        "return_attention": {"type": "boolean", "default": false, "description": "Add each token's attention over the encoder grid (`attention`), for decoders that attend over it."}
     })
 }
 
@@ -145,7 +146,12 @@ pub fn document() -> Value {
                     "tokens": {"type": "array", "description": "With return_tokens: each scored token (the words, then <eos> when emitted) and its probability; their geometric mean is confidence.", "items": {"type": "object", "required": ["text", "probability"], "properties": {
                         "text": {"type": "string"},
                         "probability": {"type": "number", "minimum": 0, "maximum": 1}
-                    }}}
+                    }}},
+                    "attention": {"type": "object", "description": "With return_attention: where each scored token (as in tokens) looked, over the encoder's grid of rows x columns regions of the prepared image.", "required": ["rows", "columns", "weights"], "properties": {
+                        "rows": {"type": "integer"},
+                        "columns": {"type": "integer"},
+                        "weights": {"type": "array", "description": "Per scored token: rows x columns weights, row-major from the top left, summing to 1.", "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}}}
+                    }}
                 }},
                 "ModelRef": {"type": "object", "required": ["name", "version", "id"], "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "id": {"type": "string"}}},
                 "CaptionResponse": {"type": "object", "required": ["status", "captions", "model", "cached"], "properties": {

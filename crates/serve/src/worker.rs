@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use caption_data::image::ImageConfig;
 use caption_model::{
-    CaptionPipeline, CheckpointError, DecodingConfig, DecodingOverrides, DeviceSpec, SamplingConfig, TokenProbability, load_checkpoint,
+    Attention, CaptionPipeline, CheckpointError, DecodingConfig, DecodingOverrides, DeviceSpec, SamplingConfig, TokenProbability,
+    load_checkpoint,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -35,6 +36,8 @@ pub struct DecodeOptions {
     pub max_length: usize,
     /// Draw captions instead of searching for the likeliest.
     pub sampling: Option<SamplingOptions>,
+    /// Give each token's attention over the encoder grid.
+    pub attention: bool,
 }
 
 /// A request's sampling settings. The floats are kept as bits so that options can key the
@@ -84,6 +87,7 @@ impl DecodeOptions {
             num_captions: Some(self.num_captions),
             max_length: Some(self.max_length),
             sampling,
+            attention: Some(self.attention),
             ..Default::default()
         }
     }
@@ -99,6 +103,10 @@ pub struct Caption {
     /// computed, answered only when the request asks with `return_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<TokenProbability>>,
+    /// Each scored token's attention over the encoder grid, when the request asks with
+    /// `return_attention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Attention>,
 }
 
 /// The captions of one image, or why decoding failed.
@@ -294,6 +302,10 @@ fn decode_group<B: Backend>(pipeline: &CaptionPipeline<B>, pixels: Vec<f32>, opt
     let lists = pipeline.caption_images(pixels, &decoding).map_err(|e| e.to_string())?;
     Ok(lists
         .into_iter()
-        .map(|list| list.into_iter().map(|c| Caption { text: c.text, confidence: c.confidence, tokens: Some(c.tokens) }).collect())
+        .map(|list| {
+            list.into_iter()
+                .map(|c| Caption { text: c.text, confidence: c.confidence, tokens: Some(c.tokens), attention: c.attention })
+                .collect()
+        })
         .collect())
 }

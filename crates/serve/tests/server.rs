@@ -475,7 +475,7 @@ fn sampling_draws_captions_reproducibly_with_a_seed() {
 }
 
 #[test]
-fn tokens_and_their_probabilities_are_answered_when_asked_for() {
+fn tokens_probabilities_and_attention_are_answered_when_asked_for() {
     let fixture = start(|_| {});
     let address = fixture.address();
     let key = Some(fixture.key.as_str());
@@ -508,6 +508,24 @@ fn tokens_and_their_probabilities_are_answered_when_asked_for() {
     let done = common::wait_for_job(address, job["job"]["id"].as_str().unwrap(), &fixture.key);
     assert_eq!(done["state"], "succeeded", "{done}");
     common::check_token_probabilities(&done["captions"][0]);
+    // Attention: for each scored token, weights over the grid that sum to 1; only when asked.
+    let attended = post_json(address, "/api/v1/caption", key, &json!({"image": image, "return_tokens": true, "return_attention": true}));
+    assert_eq!(attended.status, 200, "{}", attended.text());
+    let caption = &attended.json()["captions"][0];
+    let attention = &caption["attention"];
+    let cells = attention["rows"].as_u64().unwrap() * attention["columns"].as_u64().unwrap();
+    let weights = attention["weights"].as_array().unwrap();
+    assert_eq!(weights.len(), caption["tokens"].as_array().unwrap().len(), "{caption}");
+    for row in weights {
+        let row: Vec<f64> = row.as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+        assert_eq!(row.len() as u64, cells);
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    assert!(asked["captions"].as_array().unwrap().iter().all(|c| c.get("attention").is_none()), "{asked}");
+    let (content_type, body) = multipart(&[("image", &png(20, 20, [1, 2, 3]))], &[("return_attention", "true")]);
+    let form =
+        send(address, "POST", "/api/v1/caption", &[("Content-Type", content_type.as_str()), ("X-API-Key", fixture.key.as_str())], &body);
+    assert!(form.json()["captions"][0]["attention"]["weights"].is_array(), "{}", form.text());
     let (content_type, body) = multipart(&[("image", &png(20, 20, [1, 2, 3]))], &[("return_tokens", "maybe")]);
     let bad =
         send(address, "POST", "/api/v1/caption", &[("Content-Type", content_type.as_str()), ("X-API-Key", fixture.key.as_str())], &body);

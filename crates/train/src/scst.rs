@@ -214,7 +214,7 @@ mod tests {
     fn hypothesis(tokens: Vec<u32>, finished: bool) -> Hypothesis {
         // Only the tokens and `finished` matter to the rollout.
         let n = tokens.len() + usize::from(finished);
-        Hypothesis { tokens, token_log_probs: vec![-1.0; n], finished, log_prob: -(n as f64), score: -(n as f64) }
+        Hypothesis { tokens, token_log_probs: vec![-1.0; n], finished, log_prob: -(n as f64), score: -(n as f64), attention: Vec::new() }
     }
 
     #[test]

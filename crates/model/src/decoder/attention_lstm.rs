@@ -24,7 +24,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
-use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, check_dropout, check_positive};
+use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, DecoderStep, check_dropout, check_positive};
 use crate::device::is_flex;
 use crate::encoder::EncoderOutput;
 
@@ -281,10 +281,10 @@ impl<B: Backend> CaptionDecoder<B> for AttentionLstm<B> {
         }
     }
 
-    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State) {
+    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (DecoderStep<B>, Self::State) {
         let embedded = self.embedding.forward(last_tokens.unsqueeze_dim::<2>(1)).squeeze_dim::<2>(1);
         let (out, state) = self.step_embedded(embedded, state);
-        (log_softmax(out.logits, 1), state)
+        (DecoderStep { log_probs: log_softmax(out.logits, 1), attention: Some(out.alpha) }, state)
     }
 }
 

@@ -105,9 +105,20 @@ pub trait CaptionDecoder<B: Backend> {
     fn init_state(&self, features: &EncoderOutput<B>) -> Self::State;
 
     /// Feeds one token per row (`<bos>` at the first step) and returns the log-probabilities
-    /// `[N, V]` of the next token (a `log_softmax` of the logits `forward` computes for the
-    /// same prefix) and the state after it.
-    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State);
+    /// of the next token (a `log_softmax` of the logits `forward` computes for the same prefix)
+    /// with the step's attention, and the state after it.
+    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (DecoderStep<B>, Self::State);
+}
+
+/// What one incremental step gives for `N` rows.
+#[derive(Debug, Clone)]
+pub struct DecoderStep<B: Backend> {
+    /// `[N, V]`: log-probabilities of the next token.
+    pub log_probs: Tensor<B, 2>,
+    /// `[N, R]`: where the step looked, over the encoder's `R` regions (each row sums to 1): the
+    /// attention LSTM's weights α; the transformer's last-layer cross-attention averaged over
+    /// heads. `None` for decoders without attention over regions.
+    pub attention: Option<Tensor<B, 2>>,
 }
 
 /// The decoders, each registered once: its variant, its `kind` in configs, and its module's
@@ -206,11 +217,11 @@ macro_rules! decoders {
                 match self { $(Decoder::$variant(decoder) => AnyDecoderState::$variant(decoder.init_state(features)),)+ }
             }
 
-            fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State) {
+            fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (DecoderStep<B>, Self::State) {
                 match (self, state) {
                     $((Decoder::$variant(decoder), AnyDecoderState::$variant(state)) => {
-                        let (log_probs, state) = decoder.step(state, last_tokens);
-                        (log_probs, AnyDecoderState::$variant(state))
+                        let (step, state) = decoder.step(state, last_tokens);
+                        (step, AnyDecoderState::$variant(state))
                     })+
                     #[allow(unreachable_patterns)]
                     _ => panic!("a decoder was given the state of another kind of decoder"),

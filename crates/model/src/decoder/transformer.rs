@@ -28,7 +28,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use serde::{Deserialize, Serialize};
 
-use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, check_dropout, check_positive};
+use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, DecoderStep, check_dropout, check_positive};
 use crate::encoder::EncoderOutput;
 
 const SECTION: &str = "transformer decoder";
@@ -298,7 +298,7 @@ fn attend<B: Backend>(
     query: Tensor<B, 3>,
     kv: &KeyValues<B>,
     bias: Option<Tensor<B, 4>>,
-) -> Tensor<B, 3> {
+) -> (Tensor<B, 3>, Tensor<B, 4>) {
     let [n, tq, d] = query.dims();
     let q = split_heads(attention.query.forward(query), attention.n_heads);
     let scores = q.matmul(kv.keys.clone().swap_dims(2, 3)).div_scalar((attention.d_k as f32).sqrt());
@@ -306,9 +306,9 @@ fn attend<B: Backend>(
         Some(bias) => scores + bias,
         None => scores,
     };
-    let weights = attention.dropout.forward(softmax(scores, 3));
-    let context = weights.matmul(kv.values.clone()).swap_dims(1, 2).reshape([n, tq, d]);
-    attention.output.forward(context)
+    let weights = softmax(scores, 3);
+    let context = attention.dropout.forward(weights.clone()).matmul(kv.values.clone()).swap_dims(1, 2).reshape([n, tq, d]);
+    (attention.output.forward(context), weights)
 }
 
 impl<B: Backend> DecoderLayer<B> {
@@ -320,7 +320,7 @@ impl<B: Backend> DecoderLayer<B> {
         self_cache: Option<KeyValues<B>>,
         cross: &KeyValues<B>,
         causal_bias: Option<Tensor<B, 4>>,
-    ) -> (Tensor<B, 3>, KeyValues<B>) {
+    ) -> (Tensor<B, 3>, KeyValues<B>, Tensor<B, 4>) {
         let residual = |x: Tensor<B, 3>, sublayer_out: Tensor<B, 3>, norm: &LayerNorm<B>| {
             let sum = x + self.dropout.forward(sublayer_out);
             if self.norm_first { sum } else { norm.forward(sum) }
@@ -334,16 +334,16 @@ impl<B: Backend> DecoderLayer<B> {
             Some(cache) => cache.append(new_kv),
             None => new_kv,
         };
-        let out = attend(&self.self_attention, input, &kv, causal_bias);
+        let (out, _) = attend(&self.self_attention, input, &kv, causal_bias);
         let x = residual(x, out, &self.norm_self);
 
         let input = pre(&x, &self.norm_cross);
-        let out = attend(&self.cross_attention, input, cross, None);
+        let (out, cross_weights) = attend(&self.cross_attention, input, cross, None);
         let x = residual(x, out, &self.norm_cross);
 
         let input = pre(&x, &self.norm_ff);
         let out = self.feed_forward.forward(input);
-        (residual(x, out, &self.norm_ff), kv)
+        (residual(x, out, &self.norm_ff), kv, cross_weights)
     }
 }
 
@@ -441,16 +441,24 @@ impl<B: Backend> CaptionDecoder<B> for TransformerDecoder<B> {
         }
     }
 
-    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (Tensor<B, 2>, Self::State) {
+    fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (DecoderStep<B>, Self::State) {
         let TransformerState { position, self_cache, cross_cache } = state;
         let mut x = self.embed(last_tokens.unsqueeze_dim(1), position);
         let mut next_cache = Vec::with_capacity(self.layers.len());
+        let mut last_cross = None;
         for ((layer, cache), cross) in self.layers.iter().zip(self_cache).zip(&cross_cache) {
-            let (out, kv) = layer.forward(x, cache, cross, None);
+            let (out, kv, cross_weights) = layer.forward(x, cache, cross, None);
             x = out;
             next_cache.push(Some(kv));
+            last_cross = Some(cross_weights);
         }
         let logits = self.logits(x).squeeze_dim::<2>(1);
-        (log_softmax(logits, 1), TransformerState { position: position + 1, self_cache: next_cache, cross_cache })
+        // The last layer's cross-attention `[N, heads, 1, R]`, averaged over heads.
+        let attention = last_cross.map(|weights| {
+            let [rows, _, _, regions] = weights.dims();
+            weights.mean_dim(1).reshape([rows, regions])
+        });
+        let step = DecoderStep { log_probs: log_softmax(logits, 1), attention };
+        (step, TransformerState { position: position + 1, self_cache: next_cache, cross_cache })
     }
 }

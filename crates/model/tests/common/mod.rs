@@ -4,7 +4,9 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::log_softmax;
-use caption_model::decoder::{AttentionLstmConfig, CaptionDecoder, DecoderConfig, DecoderOutput, DecoderState, TransformerDecoderConfig};
+use caption_model::decoder::{
+    AttentionLstmConfig, CaptionDecoder, DecoderConfig, DecoderOutput, DecoderState, DecoderStep, TransformerDecoderConfig,
+};
 use caption_model::encoder::{EncoderConfig, EncoderKind, EncoderOutput};
 use caption_model::{PositionEncoding, SpecialTokens};
 
@@ -86,15 +88,16 @@ impl<BB: Backend, D: CaptionDecoder<BB>> CaptionDecoder<BB> for NeverEos<D> {
     fn init_state(&self, features: &EncoderOutput<BB>) -> Self::State {
         self.inner.init_state(features)
     }
-    fn step(&self, state: Self::State, last_tokens: Tensor<BB, 1, Int>) -> (Tensor<BB, 2>, Self::State) {
-        let (log_probs, state) = self.inner.step(state, last_tokens);
+    fn step(&self, state: Self::State, last_tokens: Tensor<BB, 1, Int>) -> (DecoderStep<BB>, Self::State) {
+        let (step, state) = self.inner.step(state, last_tokens);
+        let log_probs = step.log_probs;
         let [rows, vocab] = log_probs.dims();
         let mut mask = vec![0f32; rows * vocab];
         for row in 0..rows {
             mask[row * vocab + self.eos as usize] = f32::NEG_INFINITY;
         }
         let mask = Tensor::<BB, 2>::from_data(TensorData::new(mask, [rows, vocab]), &log_probs.device());
-        (log_softmax(log_probs + mask, 1), state)
+        (DecoderStep { log_probs: log_softmax(log_probs + mask, 1), attention: step.attention }, state)
     }
 }
 
@@ -152,7 +155,7 @@ impl<BB: Backend> CaptionDecoder<BB> for Markov<BB> {
     fn init_state(&self, features: &EncoderOutput<BB>) -> Self::State {
         MarkovState { rows: features.pooled.clone().narrow(1, 0, 1) }
     }
-    fn step(&self, state: Self::State, last_tokens: Tensor<BB, 1, Int>) -> (Tensor<BB, 2>, Self::State) {
-        (self.table.clone().select(0, last_tokens), state)
+    fn step(&self, state: Self::State, last_tokens: Tensor<BB, 1, Int>) -> (DecoderStep<BB>, Self::State) {
+        (DecoderStep { log_probs: self.table.clone().select(0, last_tokens), attention: None }, state)
     }
 }
