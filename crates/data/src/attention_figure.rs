@@ -60,6 +60,13 @@ pub fn attention_figure(image: &RgbImage, preprocess: &ImageConfig, (rows, colum
     figure
 }
 
+/// A figure as JPEG bytes (quality 85), for pages that embed many.
+pub fn jpeg(figure: &RgbImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85).encode_image(figure).expect("JPEG encoding into memory");
+    bytes
+}
+
 /// A figure as PNG bytes.
 pub fn png(figure: &RgbImage) -> Vec<u8> {
     let mut bytes = Vec::new();

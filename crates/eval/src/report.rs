@@ -22,6 +22,11 @@ pub struct ReportImage {
     pub scores: Vec<(String, f64)>,
     /// An image to show (`data:image/jpeg;base64,...`), if any.
     pub thumbnail: Option<String>,
+    /// The caption's scored tokens (the words, then `<eos>`) with the model's probability of
+    /// each, when known.
+    pub tokens: Vec<(String, f64)>,
+    /// Where the model looked for each word (a figure, `data:image/...`), if any.
+    pub attention: Option<String>,
 }
 
 impl ReportImage {
@@ -87,6 +92,39 @@ fn sections(images: &[ReportImage], examples: usize) -> Vec<(String, Vec<&Report
 /// thumbnails for those alone.
 pub fn featured_ids(images: &[ReportImage], examples: usize) -> HashSet<String> {
     sections(images, examples).into_iter().flat_map(|(_, list)| list.into_iter().map(|i| i.image_id.clone())).collect()
+}
+
+/// Images whose attention figures the report shows: the best and the worst few.
+pub fn attention_ids(images: &[ReportImage], each: usize) -> HashSet<String> {
+    let (_, order) = ranked(images);
+    order.iter().take(each).chain(order.iter().rev().take(each)).map(|i| i.image_id.clone()).collect()
+}
+
+/// Words seen at least this often are listed among the least sure ones.
+const MIN_WORD_COUNT: usize = 5;
+/// How many least sure words are listed.
+const LEAST_SURE_WORDS: usize = 20;
+
+/// The words the model is least sure of over the split: mean probability it gave the word where
+/// it wrote it, and how often it did (words written at least [`MIN_WORD_COUNT`] times).
+fn least_sure_words(images: &[ReportImage]) -> Vec<(String, f64, usize)> {
+    let mut totals: HashMap<&str, (f64, usize)> = HashMap::new();
+    for (word, probability) in images.iter().flat_map(|i| i.tokens.iter()) {
+        if word.starts_with('<') && word.ends_with('>') {
+            continue;
+        }
+        let total = totals.entry(word).or_default();
+        total.0 += probability;
+        total.1 += 1;
+    }
+    let mut words: Vec<(String, f64, usize)> = totals
+        .into_iter()
+        .filter(|&(_, (_, count))| count >= MIN_WORD_COUNT)
+        .map(|(word, (sum, count))| (word.to_string(), sum / count as f64, count))
+        .collect();
+    words.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    words.truncate(LEAST_SURE_WORDS);
+    words
 }
 
 /// Caption lengths in PTB tokens (as the metrics count them).
@@ -202,6 +240,13 @@ pub fn markdown(header: &ReportHeader, images: &[ReportImage], examples: usize) 
     for (name, value) in vocabulary_facts(images) {
         let _ = writeln!(out, "- {name}: {value}");
     }
+    let words = least_sure_words(images);
+    if !words.is_empty() {
+        let _ = writeln!(out, "\n## Least sure words\n\n| word | mean probability | times |\n|---|---:|---:|");
+        for (word, probability, count) in &words {
+            let _ = writeln!(out, "| {} | {probability:.3} | {count} |", word.replace('|', "\\|"));
+        }
+    }
     out
 }
 
@@ -219,6 +264,27 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The attention figures, best first, each under its caption and scores.
+fn html_attention(out: &mut String, images: &[ReportImage]) {
+    let (_, order) = ranked(images);
+    let shown: Vec<&&ReportImage> = order.iter().filter(|i| i.attention.as_deref().is_some_and(|s| s.starts_with("data:image/"))).collect();
+    if shown.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Where the model looked</h2><p>Each word of the caption with the model's attention over the image and the word's probability (best and worst images).</p>\n");
+    for image in shown {
+        let _ = writeln!(
+            out,
+            "<figure class=\"wide\"><figcaption><span class=\"id\">{}</span> <span class=\"model\">{}</span> <span class=\"scores\">{}</span></figcaption><img src=\"{}\" alt=\"attention, image {}\"></figure>",
+            escape(&image.image_id),
+            escape(&image.candidate),
+            escape(&scores_line(image)),
+            escape(image.attention.as_deref().unwrap_or_default()),
+            escape(&image.image_id)
+        );
+    }
 }
 
 fn html_cards(out: &mut String, title: &str, list: &[&ReportImage]) {
@@ -277,6 +343,7 @@ const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;ma
 table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1em}
 figure{margin:0;border:1px solid #ddd;border-radius:6px;padding:.6em;background:#fafafa}figure img{width:100%;border-radius:4px}
+figure.wide{margin:0 0 1em}figure.wide img{width:auto;max-width:100%}
 .id{color:#777;font-size:.85em}.model{font-weight:600;margin:.2em 0}.scores{color:#555;font-size:.85em}ul{padding-left:1.2em;margin:.3em 0;color:#444}
 rect.m{fill:#3b6fb6}rect.r{fill:#c9a227}text{font-size:10px;text-anchor:middle;fill:#555}.legend span{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 1em}";
 
@@ -308,6 +375,19 @@ pub fn html(header: &ReportHeader, images: &[ReportImage], examples: usize) -> S
         "<h2>Caption length (PTB tokens)</h2><p class=\"legend\"><span style=\"background:#3b6fb6\"></span>model<span style=\"background:#c9a227\"></span>references (share of captions)</p>{}",
         length_chart(&histogram)
     );
+    html_attention(&mut out, images);
+    let words = least_sure_words(images);
+    if !words.is_empty() {
+        let _ = write!(
+            out,
+            "<h2>Least sure words</h2><p>Mean probability the model gave each word where it wrote it (words written at least \
+             {MIN_WORD_COUNT} times).</p><table><tr><th>word</th><th>mean probability</th><th>times</th></tr>"
+        );
+        for (word, probability, count) in &words {
+            let _ = write!(out, "<tr><td>{}</td><td class=\"n\">{probability:.3}</td><td class=\"n\">{count}</td></tr>", escape(word));
+        }
+        out.push_str("</table>\n");
+    }
     out.push_str("<h2>Vocabulary</h2><table>");
     for (name, value) in vocabulary_facts(images) {
         let _ = write!(out, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
@@ -328,6 +408,8 @@ mod tests {
             references: vec!["a red circle".into(), "a circle that is red".into()],
             scores: vec![("Bleu_4".into(), 0.5), ("CIDEr".into(), cider)],
             thumbnail: Some("data:image/png;base64,AAAA".into()),
+            tokens: candidate.split(' ').map(|w| (w.to_string(), if w == "circle" { 0.2 } else { 0.9 })).collect(),
+            attention: None,
         }
     }
 
@@ -359,6 +441,19 @@ mod tests {
         assert!(html.contains("Test &lt;split&gt;") && !html.contains("<b>square</b>"), "text is escaped");
         assert!(html.contains("src=\"data:image/png;base64,AAAA\""));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn lists_the_least_sure_words_and_shows_attention_figures() {
+        let mut images: Vec<ReportImage> = (0..6).map(|k| image(&k.to_string(), "a red circle", k as f64)).collect();
+        images[5].attention = Some("data:image/jpeg;base64,BBBB".into());
+        let md = markdown(&header(), &images, 2);
+        let table = &md[md.find("## Least sure words").unwrap()..];
+        assert!(table.find("| circle | 0.200 | 6 |").unwrap() < table.find("| a | 0.900 | 6 |").unwrap(), "{table}");
+        let html = html(&header(), &images, 2);
+        assert!(html.contains("Where the model looked") && html.contains("src=\"data:image/jpeg;base64,BBBB\""), "{html}");
+        assert!(html.contains("<td>circle</td><td class=\"n\">0.200</td>"), "{html}");
+        assert_eq!(attention_ids(&images, 1), ["5".to_string(), "0".to_string()].into_iter().collect());
     }
 
     #[test]

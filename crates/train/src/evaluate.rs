@@ -9,8 +9,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use burn::prelude::*;
+use caption_data::attention_figure::{self, AttendedWord};
 use caption_data::fsutil::write_atomic;
-use caption_data::image::thumbnail_jpeg;
+use caption_data::image::{ImageConfig, thumbnail_jpeg};
 use caption_data::{CaptionDataset, DataConfig, Sample, Split};
 use caption_eval::meteor::Meteor;
 use caption_eval::report::{self, ReportHeader, ReportImage};
@@ -197,7 +198,9 @@ pub fn evaluate_split<B: Backend>(
     start: Instant,
     out: &Path,
 ) -> Result<(TestReport, Vec<Caption>)> {
-    let captions = decode_images(pipeline, run.inputs, run.decoding, run.batch_size)?;
+    // With each token's attention, for the report's figures.
+    let decoding = DecodingConfig { attention: true, ..run.decoding.clone() };
+    let captions = decode_images(pipeline, run.inputs, &decoding, run.batch_size)?;
     let evaluation = score_with(run.samples, &texts(&captions), run.meteor)?;
     let report = TestReport {
         title: label.title,
@@ -210,7 +213,7 @@ pub fn evaluate_split<B: Backend>(
         metrics: evaluation.corpus.iter().map(|(n, v)| (n.to_string(), v)).collect(),
         seconds: start.elapsed().as_secs_f64(),
     };
-    write_eval_files(out, &report, run.samples, &captions, &evaluation)?;
+    write_eval_files(out, &report, run.samples, &captions, &evaluation, &pipeline.preprocess)?;
     Ok((report, captions))
 }
 
@@ -245,6 +248,7 @@ pub fn write_eval_files(
     samples: &[&Sample],
     captions: &[Caption],
     evaluation: &Evaluation<String>,
+    preprocess: &ImageConfig,
 ) -> Result<()> {
     let candidates = texts(captions);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -289,16 +293,25 @@ pub fn write_eval_files(
     // The reports, with thumbnails of the images they show.
     let mut images: Vec<ReportImage> = samples
         .iter()
-        .zip(&candidates)
+        .zip(captions)
         .zip(&evaluation.images)
-        .map(|((sample, candidate), image)| ReportImage {
+        .map(|((sample, caption), image)| ReportImage {
             image_id: sample.image_id.clone(),
-            candidate: candidate.clone(),
+            candidate: caption.text.clone(),
             references: sample.captions.clone(),
             scores: image.scores.iter().map(|(n, v)| (n.to_string(), v)).collect(),
             thumbnail: None,
+            tokens: caption.tokens.iter().map(|t| (t.text.clone(), t.probability)).collect(),
+            attention: None,
         })
         .collect();
+    let attended = report::attention_ids(&images, ATTENTION_EXAMPLES);
+    for ((image, sample), caption) in images.iter_mut().zip(samples).zip(captions) {
+        if attended.contains(&image.image_id) {
+            image.attention =
+                attention_jpeg(sample, caption, preprocess).map(|jpeg| format!("data:image/jpeg;base64,{}", BASE64.encode(jpeg)));
+        }
+    }
     let featured = report::featured_ids(&images, REPORT_EXAMPLES);
     for (image, sample) in images.iter_mut().zip(samples) {
         if featured.contains(&image.image_id) {
@@ -325,6 +338,22 @@ pub fn write_eval_files(
 
 /// Images in each section (best, worst, sample) of `report.md` / `report.html`.
 const REPORT_EXAMPLES: usize = 12;
+/// Best and worst images whose attention figures `report.html` shows.
+const ATTENTION_EXAMPLES: usize = 4;
+
+/// The attention figure of `caption` on `sample`'s image (none when the decoder has no attention
+/// or the image cannot be read: the page leaves it out rather than failing).
+fn attention_jpeg(sample: &Sample, caption: &Caption, preprocess: &ImageConfig) -> Option<Vec<u8>> {
+    let attention = caption.attention.as_ref()?;
+    let image = caption_data::image::decode_file(&sample.image_path, preprocess.max_pixels).ok()?;
+    let words: Vec<AttendedWord> = caption
+        .tokens
+        .iter()
+        .zip(&attention.weights)
+        .map(|(token, weights)| AttendedWord { text: &token.text, probability: token.probability, weights })
+        .collect();
+    Some(attention_figure::jpeg(&attention_figure::attention_figure(&image, preprocess, (attention.rows, attention.columns), &words)))
+}
 /// Longer side of the report's thumbnails, in pixels.
 const THUMBNAIL_SIDE: u32 = 224;
 

@@ -186,6 +186,8 @@ fn tiny_run_writes_the_run_directory() {
     assert!(markdown.contains("| CIDEr |") && markdown.contains("## Worst"), "{markdown}");
     let html = std::fs::read_to_string(run.join("eval/test/report.html")).unwrap();
     assert!(html.contains("<img src=\"data:image/jpeg;base64,") && html.contains("<svg"), "no thumbnails or chart in report.html");
+    // The attention LSTM's figures for the best and worst images.
+    assert!(html.contains("Where the model looked") && html.contains("alt=\"attention, image "), "no attention figures in report.html");
 }
 
 /// Interrupts a run (as a kill would, right after a `last` checkpoint), resumes it, and checks it
