@@ -1,7 +1,7 @@
 //! `caption caption`: captions for image files from a checkpoint, with confidences.
 
 use anyhow::{Context, Result, bail};
-use caption_data::attention_figure::{AttendedWord, attention_figure, png};
+use caption_data::attention_figure::png;
 use caption_data::fsutil::write_atomic;
 use caption_data::image::{ImageConfig, decode_file};
 use caption_model::{Caption, CaptionPipeline, DecodingOverrides, DeviceSpec, LengthPenalty, load_checkpoint};
@@ -123,17 +123,11 @@ fn write_figures(dir: &Path, results: &[Captioned], preprocess: &ImageConfig) ->
     let mut names = std::collections::HashSet::new();
     for result in results {
         let Some(caption) = result.captions.first() else { continue };
-        let Some(attention) = &caption.attention else {
+        if caption.attention.is_none() {
             bail!("--attention: this checkpoint's decoder has no attention over the image");
-        };
-        let words: Vec<AttendedWord> = caption
-            .tokens
-            .iter()
-            .zip(&attention.weights)
-            .map(|(token, weights)| AttendedWord { text: &token.text, probability: token.probability, weights })
-            .collect();
+        }
         let image = decode_file(&result.image, preprocess.max_pixels)?;
-        let figure = attention_figure(&image, preprocess, (attention.rows, attention.columns), &words);
+        let figure = caption.attention_figure(&image, preprocess).expect("the caption has attention");
         let stem = result.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let name = (1..).map(|k| if k == 1 { format!("{stem}.png") } else { format!("{stem}-{k}.png") }).find(|n| names.insert(n.clone()));
         let path = dir.join(name.expect("a free name"));

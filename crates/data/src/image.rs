@@ -4,7 +4,8 @@
 
 use crate::error::{DataError, Result};
 use crate::rng::SplitMix64;
-use image::{ImageReader, RgbImage, imageops::FilterType};
+pub use image::RgbImage;
+use image::{ImageReader, imageops::FilterType};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Cursor, Seek};

@@ -6,7 +6,8 @@
 
 use burn::prelude::*;
 use caption_data::TextEncoder;
-use caption_data::image::ImageConfig;
+use caption_data::attention_figure::{AttendedWord, attention_figure};
+use caption_data::image::{ImageConfig, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::captioner::Captioner;
@@ -29,6 +30,21 @@ pub struct Caption {
     /// looked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Attention>,
+}
+
+impl Caption {
+    /// Show, Attend and Tell's figure of this caption over `image` (prepared as `preprocess`
+    /// says, as the model saw it), when the caption has attention.
+    pub fn attention_figure(&self, image: &RgbImage, preprocess: &ImageConfig) -> Option<RgbImage> {
+        let attention = self.attention.as_ref()?;
+        let words: Vec<AttendedWord> = self
+            .tokens
+            .iter()
+            .zip(&attention.weights)
+            .map(|(token, weights)| AttendedWord { text: &token.text, probability: token.probability, weights })
+            .collect();
+        Some(attention_figure(image, preprocess, (attention.rows, attention.columns), &words))
+    }
 }
 
 /// Each scored token's attention over the encoder's grid of `rows x columns` regions.

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use burn::prelude::*;
-use caption_data::attention_figure::{self, AttendedWord};
+use caption_data::attention_figure;
 use caption_data::fsutil::write_atomic;
 use caption_data::image::{ImageConfig, thumbnail_jpeg};
 use caption_data::{CaptionDataset, DataConfig, Sample, Split};
@@ -344,15 +344,10 @@ const ATTENTION_EXAMPLES: usize = 4;
 /// The attention figure of `caption` on `sample`'s image (none when the decoder has no attention
 /// or the image cannot be read: the page leaves it out rather than failing).
 fn attention_jpeg(sample: &Sample, caption: &Caption, preprocess: &ImageConfig) -> Option<Vec<u8>> {
-    let attention = caption.attention.as_ref()?;
+    // Without attention there is no figure, and no image to read.
+    caption.attention.as_ref()?;
     let image = caption_data::image::decode_file(&sample.image_path, preprocess.max_pixels).ok()?;
-    let words: Vec<AttendedWord> = caption
-        .tokens
-        .iter()
-        .zip(&attention.weights)
-        .map(|(token, weights)| AttendedWord { text: &token.text, probability: token.probability, weights })
-        .collect();
-    Some(attention_figure::jpeg(&attention_figure::attention_figure(&image, preprocess, (attention.rows, attention.columns), &words)))
+    caption.attention_figure(&image, preprocess).map(|figure| attention_figure::jpeg(&figure))
 }
 /// Longer side of the report's thumbnails, in pixels.
 const THUMBNAIL_SIDE: u32 = 224;
