@@ -728,6 +728,9 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
                 let flat = top_indices[at] as usize;
                 let (slot, token) = (flat / vocab, (flat % vocab) as u32);
                 let Some(parent) = &beams[a][slot] else { continue };
+                if token == tokens.eos && c >= k {
+                    continue; // an `<eos>` ranked below the beam ends nothing
+                }
                 let lp = top_log_probs[at];
                 let mut log_probs = parent.log_probs.clone();
                 log_probs.push(lp);
@@ -735,10 +738,8 @@ pub fn beam_search<B: Backend, D: CaptionDecoder<B>>(
                 let mut attended = parent.attention.clone();
                 attended.extend(row(&attention, a * k + slot));
                 if token == tokens.eos {
-                    if c < k {
-                        let path = Path { tokens: parent.tokens.clone(), log_probs, finished: true, attention: attended };
-                        ended[image].push(Hypothesis::new(path, penalty));
-                    }
+                    let path = Path { tokens: parent.tokens.clone(), log_probs, finished: true, attention: attended };
+                    ended[image].push(Hypothesis::new(path, penalty));
                 } else {
                     let mut words = parent.tokens.clone();
                     words.push(token);
