@@ -181,11 +181,11 @@ fn serve_refuses_bad_settings_with_one_line() {
 
 #[test]
 fn feedback_exports_as_a_dataset_that_data_stats_reads() {
-    use caption_serve::store::{NewFeedback, RequestRecord, Store};
+    use caption_serve::store::{NewFeedback, RequestRecord, Store, StoreLocation};
     let dir = tempfile::tempdir().unwrap();
     let registry = dir.path().join("registry");
     {
-        let store = Store::open(&registry.join("serve.sqlite3")).unwrap();
+        let store = Store::open(&StoreLocation::File(registry.join("serve.sqlite3"))).unwrap();
         let image = common::png(12, 12, [200, 20, 20]);
         let record = RequestRecord {
             id: "r1".into(),

@@ -24,7 +24,8 @@ pub struct ExportFeedbackArgs {
     /// The registry the server ran on (its database is `<registry>/serve.sqlite3`).
     #[arg(long, required_unless_present = "store", conflicts_with = "store")]
     registry: Option<PathBuf>,
-    /// The server's database file, when serve.yaml set `store_file`.
+    /// The server's database, when serve.yaml set `store_file`: its file, or its PostgreSQL URL
+    /// (postgres://user:password@host/db).
     #[arg(long)]
     store: Option<PathBuf>,
     /// Output folder: images/, captions_train.json, captions_val.json, data.yaml.
@@ -132,6 +133,7 @@ fn export_feedback(args: ExportFeedbackArgs) -> Result<()> {
         (None, None) => bail!("say where the feedback is: --registry DIR or --store FILE"),
     };
     let options = ExportOptions { min_rating: args.min_rating, val_fraction: args.val_fraction, overwrite: args.overwrite };
+    let store = caption_serve::store::StoreLocation::parse(&store);
     let summary = caption_serve::feedback::export(&store, &args.out, &options)?;
     println!(
         "{}: {} train / {} val images, {} captions from {} feedback entries ({} rated below {} without a correction, left out)",

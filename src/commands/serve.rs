@@ -68,10 +68,15 @@ pub struct ServeArgs {
     /// Overrides the config's `port` (0: any free port).
     #[arg(long)]
     port: Option<u16>,
-    /// Overrides the config's `store_file`: the database of jobs and feedback (needed when the
-    /// registry is read-only, as in the Docker image).
+    /// Overrides the config's `store_file`: the database of jobs and feedback, a file (needed
+    /// when the registry is read-only) or a PostgreSQL URL shared by replicas
+    /// (postgres://user:password@host:5432/db).
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Overrides the config's `redis.url`: the Redis that replicas share for the result cache,
+    /// rate limits and job queue (redis://host:6379).
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -245,6 +250,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(store) = args.store {
         config.store_file = Some(store);
+    }
+    if let Some(redis) = args.redis {
+        config.redis.url = Some(redis);
     }
     let auth = config.auth;
     let device = config.device.clone();

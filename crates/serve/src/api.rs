@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::auth::Client;
 pub use crate::error::ApiError;
 use crate::registry::{self, Version};
-use crate::state::{AppState, CacheKey};
+use crate::result_cache::CacheKey;
+use crate::state::AppState;
 use crate::store::{RequestRecord, StoreError, new_id};
 use crate::worker::{Caption, DecodeOptions, ModelWorker, SamplingOptions, SubmitError};
 
@@ -197,7 +198,10 @@ pub async fn health() -> Response {
 /// stays in service while the failure is visible.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let model = loaded_model(&state)?;
-    writable_store(&state)?;
+    writable_store(&state).await?;
+    if let Some(redis) = &state.redis {
+        redis.ping().await?;
+    }
     let mut body = serde_json::json!({"status": "ready", "model": ModelRef::from(&model.info.version)});
     if let Some(failure) = state.reload_failure() {
         body["status"] = "stale".into();
@@ -263,10 +267,22 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: see GET /openapi.json")
 }
 
-/// 503 when the server's database can no longer be written (its file deleted or replaced):
-/// nothing is acknowledged that a restart would lose.
-pub(crate) fn writable_store(state: &AppState) -> Result<(), ApiError> {
-    state.store.check_in_place().map_err(|e| ApiError::unavailable(format!("the server's database {e}")))
+/// 503 when the server's database can no longer be written (its file deleted or replaced, its
+/// server unreachable): nothing is acknowledged that a restart would lose.
+pub(crate) async fn writable_store(state: &AppState) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.check_writable())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError { retry_after: e.unavailable.then_some(1), ..ApiError::unavailable(format!("the server's database {e}")) })
+}
+
+/// A failed store operation: 503 when the database could not be reached (retry), 500 otherwise.
+pub(crate) fn store_error(context: &str, error: StoreError) -> ApiError {
+    match error.unavailable {
+        true => ApiError { retry_after: Some(1), ..ApiError::unavailable(format!("{context}: {error}; retry shortly")) },
+        false => ApiError::internal(format!("{context}: {error}")),
+    }
 }
 
 pub(crate) fn loaded_model(state: &AppState) -> Result<Arc<ModelWorker>, ApiError> {
@@ -536,14 +552,17 @@ async fn caption_image(
     }
     let key =
         CacheKey { owner: owner.map(str::to_string), image: Sha256::digest(bytes).into(), model: model.info.version.id.clone(), options };
-    if let Some(captions) = state.cache.get(&key) {
+    if let Some(captions) = state.cache.get(&key).await? {
         state.metrics.cache_hit();
         return Ok((captions, true));
     }
     let (captions, decoded) = state.in_flight.run(&key, || decode_image(state, model, name, bytes, options)).await?;
     if decoded {
         state.metrics.cache_miss();
-        state.cache.insert(key, captions.clone());
+        // The captions are answered even when they cannot be cached.
+        if let Err(e) = state.cache.insert(key, &captions).await {
+            eprintln!("caption serve: cannot cache a result: {e}");
+        }
     } else {
         state.metrics.cache_hit();
     }

@@ -22,13 +22,27 @@ pub struct Client {
     pub owner: Option<String>,
 }
 
+/// The client's address: from the gateway's header when configured, else the connection's.
+fn client_address(state: &AppState, request: &Request) -> String {
+    let forwarded = state.config.rate_limit.client_address_header.as_deref().and_then(|name| {
+        let value = request.headers().get(name)?.to_str().ok()?.trim();
+        value.parse::<std::net::IpAddr>().ok()
+    });
+    let connected = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip());
+    match forwarded.or_else(connected) {
+        Some(ip) => format!("ip:{ip}"),
+        None => "anonymous".to_string(),
+    }
+}
+
 pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| format!("ip:{}", address.ip()));
-    let address = address.unwrap_or_else(|| "anonymous".to_string());
+    let address = client_address(&state, &request);
     let owner = match &state.keys {
         Some(keys) => {
             // An address that sent too many wrong keys is not told whether its next one is right.
-            if let Some(wait) = state.failed_keys.as_ref().and_then(|limiter| limiter.empty_for(&address)) {
+            if let Some(limiter) = &state.failed_keys
+                && let Some(wait) = limiter.empty_for(&address).await?
+            {
                 return Err(ApiError::rate_limited(wait));
             }
             let presented = request.headers().get(API_KEY_HEADER).map(|value| value.to_str().map(str::trim));
@@ -40,7 +54,7 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
                 Some(identity) => Some(identity.id),
                 None => {
                     if let Some(limiter) = &state.failed_keys {
-                        let _ = limiter.check(&address);
+                        let _ = limiter.check(&address).await?;
                     }
                     return Err(match presented {
                         None => ApiError::unauthorized("missing X-API-Key header: every /api/v1 request needs an API key"),
@@ -56,7 +70,7 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
         None => address,
     };
     if let Some(limiter) = &state.limiter
-        && let Err(wait) = limiter.check(&client)
+        && let Err(wait) = limiter.check(&client).await?
     {
         return Err(ApiError::rate_limited(wait));
     }

@@ -27,9 +27,12 @@ pub struct ServeConfig {
     pub batching: BatchingConfig,
     pub cache: CacheConfig,
     pub decoding: DecodingConfig,
-    /// The server's database of jobs, recorded requests and feedback (SQLite). Relative paths are
-    /// relative to this file; unset means `<registry>/serve.sqlite3`.
+    /// The server's database of jobs, recorded requests and feedback: a SQLite file (relative
+    /// paths are relative to this file; unset means `<registry>/serve.sqlite3`), or a PostgreSQL
+    /// database by URL (`postgres://user:password@host:5432/db`) that several replicas share.
     pub store_file: Option<PathBuf>,
+    /// The Redis server that replicas share for the result cache, rate limits and job queue.
+    pub redis: RedisConfig,
     pub jobs: JobsConfig,
     pub feedback: FeedbackConfig,
     pub image_url: ImageUrlConfig,
@@ -50,6 +53,7 @@ impl Default for ServeConfig {
             cache: CacheConfig::default(),
             decoding: DecodingConfig::default(),
             store_file: None,
+            redis: RedisConfig::default(),
             jobs: JobsConfig::default(),
             feedback: FeedbackConfig::default(),
             image_url: ImageUrlConfig::default(),
@@ -78,11 +82,21 @@ pub struct RateLimitConfig {
     pub failed_keys_per_minute: u32,
     /// Wrong keys an address may send at once before it is throttled.
     pub failed_keys_burst: u32,
+    /// Behind a gateway: the request header that carries the client's address (deploy/nginx.conf
+    /// sets `X-Real-IP`), for the limits by address. Unset: the connection's address. Never set
+    /// it where clients reach the server directly: they could name any address.
+    pub client_address_header: Option<String>,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { requests_per_minute: 120, burst: 20, failed_keys_per_minute: 10, failed_keys_burst: 20 }
+        RateLimitConfig {
+            requests_per_minute: 120,
+            burst: 20,
+            failed_keys_per_minute: 10,
+            failed_keys_burst: 20,
+            client_address_header: None,
+        }
     }
 }
 
@@ -150,13 +164,37 @@ impl Default for BatchingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Results kept (least recently used dropped first); 0 turns the cache off.
+    /// Results kept in this process (least recently used dropped first); 0 turns the cache off
+    /// (in Redis too).
     pub entries: usize,
+    /// With `redis.url`: how long a result stays in the shared cache.
+    pub ttl_seconds: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { entries: 1024 }
+        CacheConfig { entries: 1024, ttl_seconds: 3600 }
+    }
+}
+
+/// Several replicas behind a gateway: with `url` set, the result cache, the rate-limit buckets
+/// and the job queue live in this Redis server, shared by every replica (pair it with a
+/// PostgreSQL `store_file`). Unset: all three stay in the process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:6379[/db]`.
+    pub url: Option<String>,
+    /// Prefix of every key, so that several services can share one Redis.
+    pub key_prefix: String,
+    /// A job whose replica has not renewed its claim for this long (the replica died) is run
+    /// by another replica.
+    pub visibility_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: None, key_prefix: "caption".to_string(), visibility_timeout_ms: 30_000 }
     }
 }
 
@@ -277,7 +315,8 @@ impl ServeConfig {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [&mut config.keys_file, &mut config.store_file] {
-            if let Some(relative) = file.as_ref().filter(|f| f.is_relative()) {
+            let is_url = file.as_ref().and_then(|f| f.to_str()).is_some_and(crate::store::is_postgres_url);
+            if let Some(relative) = file.as_ref().filter(|f| f.is_relative() && !is_url) {
                 *file = Some(base.join(relative));
             }
         }
@@ -347,6 +386,21 @@ impl ServeConfig {
         if self.jobs.concurrency == 0 {
             return Err("`jobs.concurrency` must be at least 1".into());
         }
+        if let Some(url) = &self.redis.url
+            && !url.starts_with("redis://")
+        {
+            return Err("`redis.url` must be a redis:// URL (redis://[:password@]host:6379[/db])".into());
+        }
+        if self.redis.key_prefix.trim().is_empty() {
+            return Err("`redis.key_prefix` must not be empty".into());
+        }
+        // Claims are renewed at a third of it; below a second, renewals would crowd Redis.
+        if self.redis.visibility_timeout_ms < 1_000 {
+            return Err("`redis.visibility_timeout_ms` must be at least 1000".into());
+        }
+        if self.cache.ttl_seconds == 0 {
+            return Err("`cache.ttl_seconds` must be positive (set `cache.entries: 0` to turn the cache off)".into());
+        }
         for (key, hours) in [("feedback.retain_hours", self.feedback.retain_hours), ("jobs.retain_hours", self.jobs.retain_hours)] {
             if !(hours.is_finite() && hours > 0.0) {
                 return Err(format!("`{key}` is {hours}; it must be a positive number of hours (0.5 = 30 minutes)"));
@@ -397,6 +451,24 @@ mod tests {
         assert_eq!(config.auth, AuthMode::Disabled);
         assert_eq!(config.keys_file.unwrap(), dir.path().join("keys.json"));
         assert_eq!(config.batching, BatchingConfig::default());
+    }
+
+    #[test]
+    fn scale_out_settings_are_checked_and_a_database_url_is_not_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(&path, "store_file: postgres://caption@db:5432/caption\nredis:\n  url: redis://cache:6379\n").unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(config.store_file.unwrap(), PathBuf::from("postgres://caption@db:5432/caption"));
+        for (yaml, key) in [
+            ("redis:\n  url: http://cache:6379\n", "redis.url"),
+            ("redis:\n  visibility_timeout_ms: 10\n", "visibility_timeout_ms"),
+            ("cache:\n  ttl_seconds: 0\n", "ttl_seconds"),
+        ] {
+            std::fs::write(&path, yaml).unwrap();
+            let err = ServeConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

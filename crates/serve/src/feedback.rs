@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::api::{self, ApiError};
 use crate::auth::Client;
 use crate::state::AppState;
-use crate::store::{NewFeedback, Store, StoreError};
+use crate::store::{NewFeedback, Store, StoreError, StoreLocation};
 
 /// Longest correction accepted, in characters.
 const MAX_CAPTION_CHARS: usize = 1_000;
@@ -49,7 +49,7 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
     if !state.config.feedback.enabled {
         return Err(ApiError::not_found("feedback is disabled on this server (`feedback.enabled: false`)"));
     }
-    api::writable_store(&state)?;
+    api::writable_store(&state).await?;
     let request: FeedbackRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid feedback: {e}")),
         _ => ApiError::bad_request(format!("the body is not valid JSON: {e}")),
@@ -77,7 +77,7 @@ pub async fn create(State(state): State<Arc<AppState>>, Extension(client): Exten
     let store = state.store.clone();
     let owner = client.owner;
     let id = tokio::task::spawn_blocking(move || -> Result<i64, ApiError> {
-        let internal = |e: StoreError| ApiError::internal(format!("cannot store the feedback: {e}"));
+        let internal = |e: StoreError| api::store_error("cannot store the feedback", e);
         let mut feedback = NewFeedback {
             caption: request.caption.clone(),
             rating: request.rating,
@@ -168,8 +168,9 @@ pub enum ExportError {
 }
 
 /// Writes `out/images/<sha256>.<ext>`, `out/captions_train.json`, `out/captions_val.json`
-/// (MS-COCO caption format) and `out/data.yaml` from the feedback in `store_file`.
-pub fn export(store_file: &Path, out: &Path, options: &ExportOptions) -> Result<ExportSummary, ExportError> {
+/// (MS-COCO caption format) and `out/data.yaml` from the feedback in the server's store (its
+/// SQLite file or PostgreSQL database).
+pub fn export(store: &StoreLocation, out: &Path, options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     if !(0.0..1.0).contains(&options.val_fraction) {
         return Err(ExportError::Options(format!("--val-fraction is {}; use 0 <= f < 1", options.val_fraction)));
     }
@@ -177,7 +178,7 @@ pub fn export(store_file: &Path, out: &Path, options: &ExportOptions) -> Result<
         return Err(ExportError::Options(format!("--min-rating is {}; ratings are 1..=5", options.min_rating)));
     }
     let output = |path: &Path, message: String| ExportError::Output { path: path.to_path_buf(), message };
-    let rows = Store::open_existing(store_file)?.feedback_with_images()?;
+    let rows = Store::open_existing(store)?.feedback_with_images()?;
     if out.exists() {
         let non_empty = std::fs::read_dir(out).map_err(|e| output(out, e.to_string()))?.next().is_some();
         if non_empty && !options.overwrite {
@@ -259,7 +260,7 @@ pub fn export(store_file: &Path, out: &Path, options: &ExportOptions) -> Result<
             summary.train_images += 1;
         }
     }
-    let description = format!("caption feedback exported from {}", store_file.display());
+    let description = format!("caption feedback exported from {}", store.describe());
     for ((split_images, split_annotations), name) in splits.into_iter().zip(["captions_train.json", "captions_val.json"]) {
         let document = json!({
             "info": {"description": description, "date_created": caption_data::time::now_rfc3339()},

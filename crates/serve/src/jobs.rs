@@ -4,6 +4,10 @@
 //! queued jobs oldest first (`jobs.concurrency` at a time, batched with the other requests by
 //! the model thread) and writes each outcome back. Jobs survive a restart: ones that were running
 //! when the server stopped are queued again at start-up. Jobs wait while no model is loaded.
+//!
+//! With `redis.url`, the database still holds each job, but replicas learn of jobs from the
+//! shared queue ([`crate::queue`]): any replica runs any job, and the jobs of a replica that died
+//! are run by another.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use serde_json::json;
 
 use crate::api::{self, ApiError, ModelRef, RawOptions, Shape};
 use crate::auth::Client;
+use crate::queue::{Delivery, JobQueue};
 use crate::state::AppState;
 use crate::store::{ClaimedJob, JobRecord, JobState, new_id};
 
@@ -29,7 +34,7 @@ pub async fn create(
     Extension(client): Extension<Client>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    api::writable_store(&state)?;
+    api::writable_store(&state).await?;
     let upload = api::read_upload(&state, request, Shape::Single).await?;
     let (name, image) = upload.images.into_iter().next().ok_or_else(|| ApiError::unprocessable("no image in the request"))?;
     api::check_image(&image, &name, state.config.limits.max_pixels)?;
@@ -56,12 +61,22 @@ pub async fn create(
     let accepted = tokio::task::spawn_blocking(move || store.add_job(&stored, format, &image, max_queued))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("cannot store the job: {e}")))?;
+        .map_err(|e| api::store_error("cannot store the job", e))?;
     if !accepted {
         return Err(ApiError {
             retry_after: Some(5),
             ..ApiError::unavailable(format!("{max_queued} jobs are already waiting (`jobs.max_queued`): try again later"))
         });
+    }
+    if let Some(queue) = &state.queue
+        && let Err(error) = queue.push(&job.id).await
+    {
+        // Not accepted, so not kept: the client was not given the id.
+        let (store, id) = (state.store.clone(), job.id.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.remove_job(&id)).await {
+            eprintln!("caption serve: cannot remove job {} that the queue refused: {e}", job.id);
+        }
+        return Err(error.into());
     }
     state.jobs_wakeup.notify_one();
     let location = format!("/api/v1/jobs/{}", job.id);
@@ -83,7 +98,7 @@ pub async fn get(
     let job = tokio::task::spawn_blocking(move || store.job(&lookup))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("cannot read the job: {e}")))?;
+        .map_err(|e| api::store_error("cannot read the job", e))?;
     match job {
         Some(job) if job.client == client.owner => Ok(Json(json!({"status": "success", "job": job_json(&job)})).into_response()),
         _ => Err(ApiError::not_found(format!("no job {id:?} (job ids come from POST /api/v1/jobs, and only their submitter sees them)"))),
@@ -112,8 +127,16 @@ fn job_json(job: &JobRecord) -> serde_json::Value {
     value
 }
 
-/// The background runner: keeps up to `jobs.concurrency` jobs in flight.
+/// The background runner: keeps up to `jobs.concurrency` jobs in flight, taken from the shared
+/// queue when there is one, else from the store.
 pub async fn run(state: Arc<AppState>) {
+    match state.queue.clone() {
+        Some(queue) => run_shared(state, queue).await,
+        None => run_local(state).await,
+    }
+}
+
+async fn run_local(state: Arc<AppState>) {
     let concurrency = state.config.jobs.concurrency;
     let mut running = tokio::task::JoinSet::new();
     loop {
@@ -177,4 +200,93 @@ async fn caption_job(state: &Arc<AppState>, job: &ClaimedJob) -> Result<serde_js
     let (captions, cached) = results.pop().ok_or_else(|| ApiError::internal("no result for the image"))?;
     let captions = api::answered(captions, &raw);
     Ok(json!({"captions": captions, "model": ModelRef::from(&model.info.version), "cached": cached, "request_id": request_id}))
+}
+
+/// The runner of a replica: takes jobs from the shared queue (reclaimed ones first).
+async fn run_shared(state: Arc<AppState>, queue: Arc<JobQueue>) {
+    let concurrency = state.config.jobs.concurrency;
+    let mut running = tokio::task::JoinSet::new();
+    // Each outage is reported once, when it starts.
+    let mut failing = false;
+    loop {
+        if state.model().is_none() || running.len() >= concurrency {
+            tokio::select! {
+                _ = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            continue;
+        }
+        match queue.take(concurrency - running.len()).await {
+            Ok(deliveries) => {
+                failing = false;
+                for delivery in deliveries {
+                    running.spawn(run_delivered(state.clone(), queue.clone(), delivery));
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    eprintln!("caption serve: cannot read the job queue: {e}");
+                    failing = true;
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
+        while running.try_join_next().is_some() {}
+    }
+}
+
+/// Runs one delivered job while renewing its claim, writes its outcome, then acknowledges it.
+/// Nothing is acknowledged that is not written: a failure leaves the job to be delivered again.
+async fn run_delivered(state: Arc<AppState>, queue: Arc<JobQueue>, delivery: Delivery) {
+    let store = state.store.clone();
+    let id = delivery.job.clone();
+    let claimed = match tokio::task::spawn_blocking(move || store.claim_job(&id)).await {
+        Ok(Ok(claimed)) => claimed,
+        Ok(Err(e)) => return eprintln!("caption serve: cannot claim job {}: {e}", delivery.job),
+        Err(e) => return eprintln!("caption serve: cannot claim job {}: {e}", delivery.job),
+    };
+    let Some(job) = claimed else {
+        // Finished already (its acknowledgement was lost), or unknown.
+        let _ = queue.acknowledge(&delivery).await;
+        return;
+    };
+    let outcome = {
+        let captioned = caption_job(&state, &job);
+        tokio::pin!(captioned);
+        let mut renew = tokio::time::interval(queue.visibility() / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut captioned => break outcome,
+                _ = renew.tick() => {
+                    if let Err(e) = queue.renew(&delivery).await {
+                        eprintln!("caption serve: cannot renew the claim on job {}: {e}", job.id);
+                    }
+                }
+            }
+        }
+    };
+    let busy = matches!(&outcome, Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE);
+    if busy {
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let store = state.store.clone();
+    let id = job.id.clone();
+    let written = tokio::task::spawn_blocking(move || match outcome {
+        Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE => store.requeue(&id),
+        outcome => store.finish_job(&id, outcome.map_err(|e| e.message)),
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return eprintln!("caption serve: cannot record the outcome of job {}: {e}", job.id),
+        Err(e) => return eprintln!("caption serve: cannot record the outcome of job {}: {e}", job.id),
+    }
+    // A busy model: the job goes to the back of the queue, for any replica.
+    if busy && let Err(e) = queue.push(&job.id).await {
+        return eprintln!("caption serve: cannot queue job {} again: {e}", job.id);
+    }
+    if let Err(e) = queue.acknowledge(&delivery).await {
+        eprintln!("caption serve: cannot acknowledge job {}: {e}", job.id);
+    }
 }

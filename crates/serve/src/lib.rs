@@ -4,7 +4,8 @@
 //! per-key rate limits, bounds bodies, pixels and time, groups concurrent requests into batched
 //! decodes on one model thread, caches results, and reports Prometheus metrics. Asynchronous
 //! jobs, recorded requests and feedback live in one SQLite file, so they survive restarts, and
-//! feedback exports as a caption dataset for fine-tuning.
+//! feedback exports as a caption dataset for fine-tuning. Replicas behind a gateway share a
+//! PostgreSQL store and a Redis server (result cache, rate limits, job queue) instead.
 
 pub mod api;
 pub mod auth;
@@ -20,8 +21,11 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod queue;
 pub mod rate_limit;
+pub mod redis_store;
 pub mod registry;
+pub mod result_cache;
 pub mod server;
 pub mod state;
 pub mod store;

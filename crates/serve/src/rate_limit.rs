@@ -1,12 +1,91 @@
 //! Per-client token buckets: each client may make `burst` requests at once, refilled at
 //! `requests_per_minute`. A refused request learns how long until its next token
-//! (`Retry-After`).
+//! (`Retry-After`). The buckets live in this process ([`RateLimiter`]), or in the shared Redis
+//! ([`SharedRateLimiter`]), where one script reads and updates a bucket atomically so that the
+//! limit holds over every replica.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::RateLimitConfig;
+use crate::redis_store::{RedisError, RedisStore};
+
+/// Takes (`ARGV[3]` = 1) or only looks at (0) a token of bucket `KEYS[1]`, refilled at
+/// `ARGV[1]` tokens a millisecond up to `ARGV[2]`; returns the milliseconds until a token is
+/// available, 0 when one was (and, when taking, has been taken). Redis's clock, so that
+/// replicas' clocks never disagree.
+const TOKEN_BUCKET: &str = r"
+local rate, burst, take = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(bucket[1]) or burst, tonumber(bucket[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then
+  if take == 1 then tokens = tokens - 1 end
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+if take == 1 then
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+end
+return wait
+";
+
+/// A client's rate limit, here or shared.
+#[derive(Debug)]
+pub enum ClientLimiter {
+    Local(RateLimiter),
+    Shared(SharedRateLimiter),
+}
+
+impl ClientLimiter {
+    /// Takes a token from `client`'s bucket, or says how long until one is available.
+    pub async fn check(&self, client: &str) -> Result<Result<(), Duration>, RedisError> {
+        match self {
+            ClientLimiter::Local(limiter) => Ok(limiter.check(client)),
+            ClientLimiter::Shared(limiter) => limiter.run(client, true).await.map(|wait| wait.map_or(Ok(()), Err)),
+        }
+    }
+
+    /// How long until `client`'s bucket has a token again, without taking one.
+    pub async fn empty_for(&self, client: &str) -> Result<Option<Duration>, RedisError> {
+        match self {
+            ClientLimiter::Local(limiter) => Ok(limiter.empty_for(client)),
+            ClientLimiter::Shared(limiter) => limiter.run(client, false).await,
+        }
+    }
+}
+
+/// Token buckets in Redis, one key per client.
+#[derive(Debug)]
+pub struct SharedRateLimiter {
+    redis: RedisStore,
+    /// Which limit (`requests`, `failed-keys`): part of every bucket's key.
+    name: &'static str,
+    per_millisecond: f64,
+    burst: f64,
+    script: redis::Script,
+}
+
+impl SharedRateLimiter {
+    async fn run(&self, client: &str, take: bool) -> Result<Option<Duration>, RedisError> {
+        let mut connection = self.redis.commands();
+        let wait: u64 = self
+            .script
+            .key(self.redis.key(&format!("rate:{}:{client}", self.name)))
+            .arg(self.per_millisecond)
+            .arg(self.burst)
+            .arg(u8::from(take))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
+    }
+}
 
 /// Beyond this many clients, buckets that have refilled completely are forgotten (they are
 /// indistinguishable from new ones), so that many one-off clients cannot grow the map forever.
@@ -34,6 +113,17 @@ impl RateLimiter {
     /// The limiter of wrong keys per client address; `None` when the config turns it off.
     pub fn for_failed_keys(config: &RateLimitConfig) -> Option<Self> {
         RateLimiter::with_rate(config.failed_keys_per_minute, config.failed_keys_burst)
+    }
+
+    /// The same limit kept in the shared Redis, under `name`.
+    pub fn shared(self, redis: RedisStore, name: &'static str) -> SharedRateLimiter {
+        SharedRateLimiter {
+            redis,
+            name,
+            per_millisecond: self.per_second / 1000.0,
+            burst: self.burst,
+            script: redis::Script::new(TOKEN_BUCKET),
+        }
     }
 
     fn with_rate(per_minute: u32, burst: u32) -> Option<Self> {

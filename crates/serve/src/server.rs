@@ -26,10 +26,13 @@ use crate::error::ApiError;
 use crate::inflight::InFlight;
 use crate::keys::{KeysError, WatchedKeys};
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::queue::{JobQueue, READ_BLOCK};
+use crate::rate_limit::{ClientLimiter, RateLimiter};
+use crate::redis_store::{RedisError, RedisStore};
 use crate::registry::{self, RegistryError, Version};
+use crate::result_cache::ResultCache;
 use crate::state::{AppState, ReloadFailure};
-use crate::store::{DEFAULT_STORE_FILE, Store, StoreError};
+use crate::store::{DEFAULT_STORE_FILE, Store, StoreError, StoreLocation};
 use crate::worker::{ModelWorker, WorkerError};
 
 /// Where the keys are when `keys_file` is not set: beside the versions they guard.
@@ -51,6 +54,8 @@ pub enum ServeError {
     Keys(#[from] KeysError),
     #[error("the server's database {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
     #[error("cannot load model version {id}: {source}")]
     Model {
         id: String,
@@ -119,28 +124,7 @@ impl Server {
 
         // After the registry is known to exist: a mistyped --registry must not grow a database.
         let store_file = config.store_file.clone().unwrap_or_else(|| registry.join(DEFAULT_STORE_FILE));
-        let store = Store::open(&store_file)?;
-        let requeued = store.requeue_interrupted()?;
-        if requeued > 0 {
-            eprintln!("caption serve: {requeued} job(s) interrupted by the last stop are queued again");
-        }
-
-        let state = Arc::new(AppState {
-            limiter: RateLimiter::new(&config.rate_limit),
-            failed_keys: RateLimiter::for_failed_keys(&config.rate_limit),
-            cache: LruCache::new(config.cache.entries),
-            in_flight: InFlight::default(),
-            decode_budget: Arc::new(DecodeBudget::new(config.limits.max_decoding_pixels)),
-            model: RwLock::new(model),
-            keys,
-            metrics,
-            registry,
-            config,
-            store: Arc::new(store),
-            jobs_wakeup: tokio::sync::Notify::new(),
-            fetcher,
-            reload_failure: RwLock::new(None),
-        });
+        let store = Store::open(&StoreLocation::parse(&store_file))?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -149,6 +133,60 @@ impl Server {
             .enable_time()
             .build()
             .map_err(ServeError::Runtime)?;
+        let redis = match &config.redis.url {
+            Some(url) => Some(runtime.block_on(RedisStore::connect(&config.redis, url, READ_BLOCK))?),
+            None => None,
+        };
+        let queue = match &redis {
+            Some(redis) => {
+                let queue = JobQueue::new(redis.clone(), Duration::from_millis(config.redis.visibility_timeout_ms));
+                runtime.block_on(queue.ensure_group())?;
+                if !store.is_shared() {
+                    eprintln!(
+                        "caption serve: warning: jobs are queued in Redis but stored in a file only this server reads; replicas need a PostgreSQL `store_file`"
+                    );
+                }
+                Some(Arc::new(queue))
+            }
+            None => {
+                // Alone, this server ran every job marked running: none is running now.
+                let requeued = store.requeue_interrupted()?;
+                if requeued > 0 {
+                    eprintln!("caption serve: {requeued} job(s) interrupted by the last stop are queued again");
+                }
+                None
+            }
+        };
+        let limiter = |limiter: Option<RateLimiter>, name: &'static str| {
+            limiter.map(|limiter| match &redis {
+                Some(redis) => ClientLimiter::Shared(limiter.shared(redis.clone(), name)),
+                None => ClientLimiter::Local(limiter),
+            })
+        };
+        let cache = match &redis {
+            Some(redis) if config.cache.entries > 0 => ResultCache::Redis { redis: redis.clone(), ttl_seconds: config.cache.ttl_seconds },
+            _ => ResultCache::Local(LruCache::new(config.cache.entries)),
+        };
+
+        let state = Arc::new(AppState {
+            limiter: limiter(RateLimiter::new(&config.rate_limit), "requests"),
+            failed_keys: limiter(RateLimiter::for_failed_keys(&config.rate_limit), "failed-keys"),
+            cache,
+            in_flight: InFlight::default(),
+            decode_budget: Arc::new(DecodeBudget::new(config.limits.max_decoding_pixels)),
+            model: RwLock::new(model),
+            keys,
+            metrics,
+            registry,
+            config,
+            store: Arc::new(store),
+            redis,
+            queue,
+            jobs_wakeup: tokio::sync::Notify::new(),
+            fetcher,
+            reload_failure: RwLock::new(None),
+        });
+
         let host = &state.config.host;
         // IPv6 addresses need brackets before the port.
         let address = if host.contains(':') && !host.starts_with('[') {

@@ -5,15 +5,17 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::cache::LruCache;
 use crate::config::ServeConfig;
 use crate::decode_budget::DecodeBudget;
 use crate::inflight::InFlight;
 use crate::keys::WatchedKeys;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::queue::JobQueue;
+use crate::rate_limit::ClientLimiter;
+use crate::redis_store::RedisStore;
+use crate::result_cache::{CacheKey, ResultCache};
 use crate::store::Store;
-use crate::worker::{Caption, DecodeOptions, ModelWorker};
+use crate::worker::{Caption, ModelWorker};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -25,10 +27,10 @@ pub struct AppState {
     /// `None` when auth is disabled.
     pub keys: Option<WatchedKeys>,
     /// `None` when rate limiting is off.
-    pub limiter: Option<RateLimiter>,
+    pub limiter: Option<ClientLimiter>,
     /// Wrong keys per client address; `None` when that throttle is off.
-    pub failed_keys: Option<RateLimiter>,
-    pub cache: LruCache<CacheKey, Vec<Caption>>,
+    pub failed_keys: Option<ClientLimiter>,
+    pub cache: ResultCache,
     /// Identical requests being decoded now, merged.
     pub in_flight: InFlight<CacheKey, Vec<Caption>>,
     /// Pixels of the images being decoded now (`limits.max_decoding_pixels`).
@@ -36,6 +38,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Jobs, recorded requests and feedback.
     pub store: Arc<Store>,
+    /// The Redis that replicas share (`redis.url`); `None`: everything stays in the process.
+    pub redis: Option<RedisStore>,
+    /// The shared job queue (with `redis`); `None`: jobs are taken from the store.
+    pub queue: Option<Arc<JobQueue>>,
     /// Tells the job runner that a job was queued.
     pub jobs_wakeup: tokio::sync::Notify,
     /// `None` unless `image_url.enabled`.
@@ -73,18 +79,4 @@ impl AppState {
         self.metrics.set_model(Some((version.name.as_str(), version.version, version.id.as_str())));
         *self.model.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(worker));
     }
-}
-
-/// A cached result is only valid for the same image bytes, model version and options, and
-/// only shown to the key that asked first (a hit would tell another key that the image was
-/// captioned before).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    /// The API key's id (`None` when auth is disabled).
-    pub owner: Option<String>,
-    /// SHA-256 of the image file's bytes.
-    pub image: [u8; 32],
-    /// The model version's id.
-    pub model: String,
-    pub options: DecodeOptions,
 }

@@ -169,6 +169,28 @@ fn guessing_keys_is_throttled_and_the_keys_file_is_followed() {
     assert_eq!(models(&added).status, 200);
 }
 
+#[test]
+fn behind_a_gateway_wrong_keys_are_throttled_per_client_address() {
+    // Without `client_address_header`, a client cannot escape the throttle by naming an address.
+    let fixture = start(|config| config.rate_limit.failed_keys_burst = 2);
+    let address = fixture.address();
+    let guess = |from: &str| get(address, "/api/v1/models", &[("X-API-Key", "cap_guess"), ("X-Real-IP", from)]).status;
+    assert_eq!((guess("10.0.0.1"), guess("10.0.0.2")), (401, 401));
+    assert_eq!(guess("10.0.0.3"), 429);
+
+    // With it (behind nginx, which sets the header), each client has its own bucket: one
+    // client guessing keys does not lock out the others, who all arrive from the gateway.
+    let fixture = start(|config| {
+        config.rate_limit.failed_keys_burst = 2;
+        config.rate_limit.client_address_header = Some("x-real-ip".into());
+    });
+    let address = fixture.address();
+    let models = |key: &str, from: &str| get(address, "/api/v1/models", &[("X-API-Key", key), ("X-Real-IP", from)]).status;
+    assert_eq!((models("cap_guess", "10.0.0.1"), models("cap_guess", "10.0.0.1")), (401, 401));
+    assert_eq!(models(&fixture.key, "10.0.0.1"), 429);
+    assert_eq!(models(&fixture.key, "10.0.0.2"), 200);
+}
+
 fn jpeg(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
     let mut bytes = Vec::new();

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use caption_data::{CaptionDataset, DataConfig, DataFormat, Split, SplitSource};
 use caption_serve::feedback::{self, ExportOptions};
+use caption_serve::store::StoreLocation;
 use caption_serve::{keys, registry};
 use common::{base64, get, keyed_config as config, png, post_json, send, serve, wait_for_job};
 use serde_json::{Value, json};
@@ -163,7 +164,7 @@ fn feedback_is_checked_stored_and_exported_as_a_dataset_the_loaders_read() {
     let store_file = registry.join("serve.sqlite3");
     let out = dir.path().join("export");
     let options = ExportOptions { val_fraction: 0.0, ..Default::default() };
-    let summary = feedback::export(&store_file, &out, &options).unwrap();
+    let summary = feedback::export(&StoreLocation::File(store_file.clone()), &out, &options).unwrap();
     assert_eq!((summary.feedback_rows, summary.train_images, summary.val_images), (4, 2, 0));
     assert_eq!((summary.captions, summary.left_out), (3, 1));
     let dataset = load_export(&out);
@@ -175,13 +176,15 @@ fn feedback_is_checked_stored_and_exported_as_a_dataset_the_loaders_read() {
     assert!(std::fs::read_to_string(&summary.data_yaml).unwrap().contains("format: coco"));
 
     // An existing export is not overwritten by accident; a val share moves whole images.
-    let err = feedback::export(&store_file, &out, &options).unwrap_err().to_string();
+    let err = feedback::export(&StoreLocation::File(store_file.clone()), &out, &options).unwrap_err().to_string();
     assert!(err.contains("--overwrite"), "{err}");
     let everything_val = ExportOptions { val_fraction: 0.999_999, overwrite: true, ..Default::default() };
-    let summary = feedback::export(&store_file, &out, &everything_val).unwrap();
+    let summary = feedback::export(&StoreLocation::File(store_file.clone()), &out, &everything_val).unwrap();
     assert_eq!((summary.train_images, summary.val_images), (0, 2));
     assert_eq!(load_export(&out).count(Split::Val), 2);
-    let err = feedback::export(&dir.path().join("missing.sqlite3"), &dir.path().join("x"), &options).unwrap_err().to_string();
+    let err = feedback::export(&StoreLocation::File(dir.path().join("missing.sqlite3")), &dir.path().join("x"), &options)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.sqlite3"), "{err}");
 }
 

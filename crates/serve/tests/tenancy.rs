@@ -6,6 +6,7 @@ use caption_serve_testkit as common;
 
 use caption_serve::feedback::{self, ExportOptions};
 use caption_serve::keys;
+use caption_serve::store::StoreLocation;
 use common::{base64, get, keyed_config as config, png, post_json, serve, wait_for_job};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -65,8 +66,12 @@ fn another_keys_requests_jobs_images_and_cache_are_invisible() {
 
     // Export: alice's correction and mallory's own; none of mallory's attempts on alice's answers.
     let out = dir.path().join("export");
-    let summary =
-        feedback::export(&registry.join("serve.sqlite3"), &out, &ExportOptions { val_fraction: 0.0, ..Default::default() }).unwrap();
+    let summary = feedback::export(
+        &StoreLocation::File(registry.join("serve.sqlite3")),
+        &out,
+        &ExportOptions { val_fraction: 0.0, ..Default::default() },
+    )
+    .unwrap();
     assert_eq!((summary.feedback_rows, summary.captions, summary.left_out), (2, 2, 0));
 
     // Alice's key removed and a new one added under her name: the new key sees nothing of the old.

@@ -1,30 +1,15 @@
-//! The server's durable state, in one SQLite file (`<registry>/serve.sqlite3` unless
-//! `store_file` says otherwise): asynchronous jobs, the images and captions of recent requests
-//! (so that feedback can point at them), and the feedback itself. Everything a restart must not
-//! lose is written here before the client is answered.
-//!
-//! ```text
-//! images    sha256 → the image file's bytes and format (jpg, png, webp)
-//! requests  one captioned image: id (returned as `request_id`), image, model version, captions,
-//!           the API key's id that asked
-//! jobs      queued → running → succeeded | failed, with the options, the result and the key's id
-//! feedback  a rating and/or a correction of a request's (or an image's) caption, and the key's id
-//! ```
-//!
-//! `client` columns hold the API key's id (its SHA-256), NULL when auth is disabled; a key sees
-//! only rows with its own id. Rows from schema 1 named keys by their name: they are marked
-//! `name:<name>` by the upgrade, which no key's id matches.
-//!
-//! Requests beyond the newest `feedback.retain_requests` are pruned unless feedback points at
-//! them; images go when nothing points at them any more.
+//! The embedded store: one SQLite file (`<registry>/serve.sqlite3` unless `store_file` says
+//! otherwise). Rows from schema 1 named keys by their name: they are marked `name:<name>` by the
+//! upgrade, which no key's id matches.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 use caption_data::time::now_rfc3339;
+
+use super::{ClaimedJob, FeedbackWithImage, JobRecord, JobState, NewFeedback, Pruned, RequestRecord, Result, StoreError, StoreSize};
 
 /// The database file's name in the registry when `store_file` is not set.
 pub const DEFAULT_STORE_FILE: &str = "serve.sqlite3";
@@ -83,115 +68,10 @@ UPDATE jobs SET client = 'name:' || client WHERE client IS NOT NULL;
 UPDATE feedback SET client = 'name:' || client WHERE client IS NOT NULL;
 ";
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct StoreError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-        }
-    }
-
-    fn parse(text: &str) -> Option<JobState> {
-        Some(match text {
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            "succeeded" => JobState::Succeeded,
-            "failed" => JobState::Failed,
-            _ => return None,
-        })
-    }
-}
-
-/// One captioned image, as recorded for feedback.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestRecord {
-    pub id: String,
-    pub image_sha256: String,
-    /// The model version's id.
-    pub model: String,
-    /// The captions as answered (JSON array of `{text, confidence}`).
-    pub captions: serde_json::Value,
-    /// The API key's id that asked (`None` when auth is disabled).
-    pub client: Option<String>,
-}
-
-/// A job as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    pub id: String,
-    /// The API key's id that submitted it (`None` when auth is disabled).
-    pub client: Option<String>,
-    pub state: JobState,
-    pub image_sha256: String,
-    /// The decoding options as sent (JSON object).
-    pub options: serde_json::Value,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// On success: `{captions, model}` (JSON).
-    pub result: Option<serde_json::Value>,
-    pub error: Option<String>,
-}
-
-/// A job taken off the queue to run now: its options and image.
-#[derive(Debug, Clone)]
-pub struct ClaimedJob {
-    pub id: String,
-    /// The API key's id that submitted it.
-    pub client: Option<String>,
-    pub options: serde_json::Value,
-    pub image: Vec<u8>,
-}
-
-/// Feedback as received (already checked by the handler).
-#[derive(Debug, Clone, Default)]
-pub struct NewFeedback {
-    pub request_id: Option<String>,
-    pub image_sha256: String,
-    pub model: Option<String>,
-    pub caption: Option<String>,
-    pub rating: Option<u8>,
-    pub correction: Option<String>,
-    pub client: Option<String>,
-}
-
-/// One feedback row with its image, for export.
-#[derive(Debug, Clone)]
-pub struct FeedbackWithImage {
-    pub id: i64,
-    pub image_sha256: String,
-    pub format: String,
-    pub image: Vec<u8>,
-    pub caption: Option<String>,
-    pub rating: Option<u8>,
-    pub correction: Option<String>,
-}
-
-/// The open database. One connection behind a mutex: every operation is short, and callers run
-/// them on blocking threads.
+/// The open database file. One connection behind a mutex: every operation is short, and
+/// callers run them on blocking threads.
 #[derive(Debug)]
-pub struct Store {
+pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
     /// The file's identity when opened: a file deleted or replaced under a running server
@@ -220,39 +100,21 @@ impl FileIdentity {
     }
 }
 
-/// What [`Store::prune`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    pub requests: usize,
-    pub jobs: usize,
-    pub images: usize,
-}
-
-/// How big the store is, for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreSize {
-    /// The database file and its write-ahead log.
-    pub bytes: u64,
-    pub images: u64,
-    pub requests: u64,
-    pub jobs: u64,
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database and its tables.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| error(path, format!("cannot create its folder: {e}")))?;
         }
         let connection = Connection::open(path).map_err(|e| error(path, format!("cannot open the database: {e}")))?;
         // Deleted rows give their pages back to the file system (on databases created from now on).
         connection.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(|e| error(path, format!("cannot open the database: {e}")))?;
-        Store::prepare(path, connection)
+        SqliteStore::prepare(path, connection)
     }
 
     /// Opens a database that must already exist (for export: a wrong path is an error, not a
     /// new empty file).
-    pub fn open_existing(path: &Path) -> Result<Store> {
+    pub fn open_existing(path: &Path) -> Result<SqliteStore> {
         if !path.is_file() {
             return Err(error(
                 path,
@@ -261,10 +123,10 @@ impl Store {
         }
         let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .map_err(|e| error(path, format!("cannot open the database: {e}")))?;
-        Store::prepare(path, connection)
+        SqliteStore::prepare(path, connection)
     }
 
-    fn prepare(path: &Path, connection: Connection) -> Result<Store> {
+    fn prepare(path: &Path, connection: Connection) -> Result<SqliteStore> {
         let sql = |e: rusqlite::Error| error(path, format!("not a usable server database: {e}"));
         connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
         // WAL: readers do not block the writer; NORMAL sync keeps every committed transaction
@@ -283,7 +145,7 @@ impl Store {
         }
         connection.execute_batch(SCHEMA).map_err(sql)?;
         connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql)?;
-        Ok(Store { path: path.to_path_buf(), connection: Mutex::new(connection), identity: FileIdentity::of(path) })
+        Ok(SqliteStore { path: path.to_path_buf(), connection: Mutex::new(connection), identity: FileIdentity::of(path) })
     }
 
     pub fn path(&self) -> &Path {
@@ -481,6 +343,45 @@ impl Store {
         })
     }
 
+    /// See [`super::Store::claim_job`].
+    pub fn claim_job(&self, id: &str) -> Result<Option<ClaimedJob>> {
+        let now = now_rfc3339();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let claimed = tx
+                .query_row(
+                    "SELECT jobs.id, jobs.options, images.bytes, jobs.client FROM jobs JOIN images ON images.sha256 = jobs.image_sha256
+                     WHERE jobs.id = ?1 AND jobs.state IN ('queued', 'running')",
+                    params![id],
+                    |row| {
+                        let options: String = row.get(1)?;
+                        Ok(ClaimedJob {
+                            id: row.get(0)?,
+                            options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
+                            image: row.get(2)?,
+                            client: row.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if claimed.is_some() {
+                tx.execute("UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1", params![id, now])?;
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    /// See [`super::Store::remove_job`].
+    pub fn remove_job(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM jobs WHERE id = ?1 AND state = 'queued'", params![id])?;
+            delete_unused_images(&tx)?;
+            tx.commit()
+        })
+    }
+
     /// Jobs per state (every state listed, 0 when none).
     pub fn job_counts(&self) -> Result<Vec<(JobState, u64)>> {
         let found = self.with(|c| {
@@ -570,19 +471,7 @@ fn delete_unused_images(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<usiz
 }
 
 fn error(path: &Path, message: String) -> StoreError {
-    StoreError { path: path.to_path_buf(), message }
-}
-
-/// A random 128-bit id in hex, for requests and jobs.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    // The OS's generator does not fail on the platforms served; a fixed id would be worse
-    // than a crash, so fall back to the clock and the process id.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    StoreError { location: path.display().to_string(), message, unavailable: false }
 }
 
 #[cfg(test)]
@@ -604,7 +493,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serve.sqlite3");
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             let job = JobRecord {
                 id: "j1".into(),
                 client: Some("alice".into()),
@@ -644,7 +533,7 @@ mod tests {
             assert_eq!(kept, 1, "a running job's image stays");
         }
         // Reopened, as after a restart: the interrupted job is queued again.
-        let store = Store::open_existing(&path).unwrap();
+        let store = SqliteStore::open_existing(&path).unwrap();
         assert_eq!(store.job("j1").unwrap().unwrap().state, JobState::Running);
         assert_eq!(store.requeue_interrupted().unwrap(), 1);
         let claimed = store.claim_jobs(1).unwrap();
@@ -660,7 +549,7 @@ mod tests {
     #[test]
     fn old_requests_and_finished_jobs_are_pruned_by_age() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("serve.sqlite3")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("serve.sqlite3")).unwrap();
         store.record_requests(&[(record("old", "img-old"), "png", b"old"), (record("rated", "img-rated"), "png", b"rated")], 100).unwrap();
         store
             .add_feedback(&NewFeedback {
@@ -702,7 +591,7 @@ mod tests {
     fn a_deleted_database_refuses_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serve.sqlite3");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store.check_in_place().unwrap();
         std::fs::remove_file(&path).unwrap();
         let err = store.check_in_place().unwrap_err().to_string();
@@ -732,7 +621,7 @@ mod tests {
             .unwrap();
             c.pragma_update(None, "user_version", 1).unwrap();
         }
-        let store = Store::open_existing(&path).unwrap();
+        let store = SqliteStore::open_existing(&path).unwrap();
         assert_eq!(store.request("r").unwrap().unwrap().client.as_deref(), Some("name:?"));
         assert_eq!(store.job("j").unwrap().unwrap().client.as_deref(), Some("name:alice"));
         assert!(!store.captioned_by("img", None).unwrap());
@@ -741,11 +630,11 @@ mod tests {
     #[test]
     fn a_missing_or_foreign_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open_existing(&dir.path().join("nope.sqlite3")).unwrap_err().to_string();
+        let err = SqliteStore::open_existing(&dir.path().join("nope.sqlite3")).unwrap_err().to_string();
         assert!(err.contains("nope.sqlite3") && err.contains("store_file"), "{err}");
         let junk = dir.path().join("junk.sqlite3");
         std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
-        let err = Store::open_existing(&junk).unwrap_err().to_string();
+        let err = SqliteStore::open_existing(&junk).unwrap_err().to_string();
         assert!(err.contains("junk.sqlite3") && err.contains("not a usable server database"), "{err}");
     }
 }
