@@ -3,6 +3,9 @@
 //! minimal HTTP/1.1 client over `TcpStream` (so that tests can send exactly the bytes they mean,
 //! malformed ones included).
 
+pub mod load;
+pub mod servers;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;

@@ -56,6 +56,41 @@ pub fn declare_shared_data_cfg() {
     }
 }
 
+/// The servers the scale-out tests start: Redis, PostgreSQL (initdb, pg_ctl) and nginx.
+pub const LOCAL_SERVERS: [&str; 4] = ["redis-server", "initdb", "pg_ctl", "nginx"];
+
+/// A program on PATH, or where Debian installs PostgreSQL's (`/usr/lib/postgresql/N/bin`) and
+/// nginx (`/usr/sbin`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut folders: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    folders.push(PathBuf::from("/usr/sbin"));
+    if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = versions.flatten().map(|entry| entry.path().join("bin")).collect();
+        // The newest first.
+        versions.sort_by(|a, b| b.cmp(a));
+        folders.extend(versions);
+    }
+    folders.into_iter().map(|folder| folder.join(name)).find(|candidate| candidate.is_file())
+}
+
+/// For build scripts: sets `cfg(local_servers)` when every program of [`LOCAL_SERVERS`] is
+/// installed, so that tests which start them are reported as ignored elsewhere (mark them
+/// `#[cfg_attr(not(local_servers), ignore = "needs redis-server, PostgreSQL and nginx")]`).
+pub fn declare_local_servers_cfg() {
+    println!("cargo::rustc-check-cfg=cfg(local_servers)");
+    println!("cargo::rerun-if-env-changed=PATH");
+    let missing: Vec<&str> = LOCAL_SERVERS.into_iter().filter(|name| find_program(name).is_none()).collect();
+    if missing.is_empty() {
+        println!("cargo::rustc-cfg=local_servers");
+    } else {
+        println!(
+            "cargo::warning=the scale-out tests are ignored: {} not installed (Debian: redis-server postgresql nginx)",
+            missing.join(", ")
+        );
+    }
+}
+
 /// pycocoevalcap 1.2's wheel (METEOR's data and WordNet synonyms): `$CAPTION_METEOR_DATA`, or
 /// `target/meteor-data` in the checkout, where `scripts/test` downloads it. Panics with what to
 /// do when it is absent.
