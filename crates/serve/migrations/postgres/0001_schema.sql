@@ -30,6 +30,7 @@ CREATE TABLE jobs (
     error TEXT
 );
 CREATE INDEX jobs_by_state ON jobs (state, seq);
+CREATE INDEX jobs_by_image ON jobs (image_sha256);
 CREATE TABLE feedback (
     id BIGSERIAL PRIMARY KEY,
     request_id TEXT,
@@ -42,3 +43,4 @@ CREATE TABLE feedback (
     created_at TEXT NOT NULL
 );
 CREATE INDEX feedback_by_request ON feedback (request_id);
+CREATE INDEX feedback_by_image ON feedback (image_sha256);

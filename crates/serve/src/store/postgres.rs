@@ -182,12 +182,24 @@ impl PostgresStore {
             let newest: i64 = tx.query_one("SELECT COALESCE(MAX(seq), 0) FROM requests", &[])?.get(0);
             let cutoff = newest - retain as i64;
             if cutoff > 0 {
-                let pruned = tx.execute(
-                    "DELETE FROM requests WHERE seq <= $1 AND id NOT IN (SELECT request_id FROM feedback WHERE request_id IS NOT NULL)",
-                    &[&cutoff],
-                )?;
-                if pruned > 0 {
-                    delete_unused_images(&mut tx)?;
+                let pruned: Vec<String> = tx
+                    .query(
+                        "DELETE FROM requests WHERE seq <= $1 AND NOT EXISTS (SELECT 1 FROM feedback WHERE feedback.request_id = requests.id)
+                         RETURNING image_sha256",
+                        &[&cutoff],
+                    )?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                // Only the pruned requests' images can have become unused: no table scan per request.
+                if !pruned.is_empty() {
+                    tx.execute(
+                        "DELETE FROM images WHERE sha256 = ANY($1)
+                           AND NOT EXISTS (SELECT 1 FROM requests WHERE requests.image_sha256 = images.sha256)
+                           AND NOT EXISTS (SELECT 1 FROM feedback WHERE feedback.image_sha256 = images.sha256)
+                           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_sha256 = images.sha256 AND jobs.state IN ('queued', 'running'))",
+                        &[&pruned],
+                    )?;
                 }
             }
             tx.commit()

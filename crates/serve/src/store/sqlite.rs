@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS feedback (
     client TEXT,
     created_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS feedback_by_request ON feedback(request_id);
+CREATE INDEX IF NOT EXISTS feedback_by_image ON feedback(image_sha256);
+CREATE INDEX IF NOT EXISTS jobs_by_image ON jobs(image_sha256);
 ";
 
 /// Schema 1 → 2: requests gain their key's id; keys were named by name before, which no id
@@ -225,12 +228,22 @@ impl SqliteStore {
             let newest: i64 = tx.query_row("SELECT COALESCE(MAX(rowid), 0) FROM requests", [], |row| row.get(0))?;
             let cutoff = newest - retain as i64;
             if cutoff > 0 {
-                let pruned = tx.execute(
-                    "DELETE FROM requests WHERE rowid <= ?1 AND id NOT IN (SELECT request_id FROM feedback WHERE request_id IS NOT NULL)",
-                    params![cutoff],
+                let pruned: Vec<String> = tx
+                    .prepare(
+                        "DELETE FROM requests WHERE rowid <= ?1 AND NOT EXISTS (SELECT 1 FROM feedback WHERE feedback.request_id = requests.id)
+                         RETURNING image_sha256",
+                    )?
+                    .query_map(params![cutoff], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                // Only the pruned requests' images can have become unused: no table scan per request.
+                let mut unused = tx.prepare(
+                    "DELETE FROM images WHERE sha256 = ?1
+                       AND NOT EXISTS (SELECT 1 FROM requests WHERE requests.image_sha256 = images.sha256)
+                       AND NOT EXISTS (SELECT 1 FROM feedback WHERE feedback.image_sha256 = images.sha256)
+                       AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.image_sha256 = images.sha256 AND jobs.state IN ('queued', 'running'))",
                 )?;
-                if pruned > 0 {
-                    delete_unused_images(&tx)?;
+                for sha in &pruned {
+                    unused.execute(params![sha])?;
                 }
             }
             tx.commit()
