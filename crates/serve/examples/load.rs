@@ -17,8 +17,6 @@
 use caption_serve_testkit as common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caption_serve::config::{AuthMode, BatchingConfig, CacheConfig, RateLimitConfig};
@@ -68,14 +66,6 @@ fn options() -> Options {
     o
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 fn main() {
     caption_model::allocator::keep_freed_memory();
     let o = options();
@@ -95,7 +85,7 @@ fn main() {
         auth: AuthMode::Disabled,
         rate_limit: RateLimitConfig { requests_per_minute: 0, ..Default::default() },
         batching: BatchingConfig { max_batch: o.max_batch, max_wait_ms: o.max_wait_ms },
-        cache: CacheConfig { entries: 0 },
+        cache: CacheConfig { entries: 0, ..Default::default() },
         ..Default::default()
     };
     if let Some(pixels) = o.max_decoding_pixels {
@@ -116,53 +106,13 @@ fn main() {
 
     let rss_before = common::status_mib("VmRSS:");
     common::reset_peak_memory();
-    let worst_case = Arc::new(worst_case);
-    let refused = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(std::sync::Barrier::new(o.clients));
-    let next = Arc::new(AtomicUsize::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(o.requests)));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let stop_at = Instant::now() + Duration::from_secs(o.seconds);
-    let start = Instant::now();
-    let threads: Vec<_> = (0..o.clients)
-        .map(|_| {
-            let (next, latencies, failures) = (next.clone(), latencies.clone(), failures.clone());
-            let (worst_case, refused, barrier) = (worst_case.clone(), refused.clone(), barrier.clone());
-            let (requests, size) = (o.requests, o.image_size);
-            std::thread::spawn(move || {
-                barrier.wait();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests || Instant::now() > stop_at {
-                        break;
-                    }
-                    let image = match worst_case.as_ref() {
-                        Some(png) => common::png_variant(png, &format!("request {i}")),
-                        None => common::png(size, size, [(i % 251) as u8, (i / 251 % 251) as u8, 90]),
-                    };
-                    let body = json!({"image": common::base64(&image)});
-                    let sent = Instant::now();
-                    let reply = common::post_json(address, "/api/v1/caption", None, &body);
-                    let seconds = sent.elapsed().as_secs_f64();
-                    if reply.status == 200 {
-                        latencies.lock().unwrap().push(seconds);
-                    } else if reply.status == 503 && reply.header("retry-after").is_some() {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().unwrap();
-    }
-    let wall = start.elapsed().as_secs_f64();
+    let image_size = o.image_size;
+    let load = common::load::run(address, o.clients, o.requests, o.seconds, move |i| match &worst_case {
+        Some(png) => common::png_variant(png, &format!("request {i}")),
+        None => common::png(image_size, image_size, [(i % 251) as u8, (i / 251 % 251) as u8, 90]),
+    });
     let rss_peak = common::status_mib("VmHWM:");
     let rss_after = common::status_mib("VmRSS:");
-    let mut latencies = latencies.lock().unwrap().clone();
-    latencies.sort_by(f64::total_cmp);
     let metrics = common::get(address, "/metrics", &[]).text();
     // The mean batch size from the Prometheus histogram's sum and count.
     let value = |name: &str| -> f64 {
@@ -179,11 +129,11 @@ fn main() {
         json!({
             "model": version.id, "clients": o.clients, "max_batch": o.max_batch, "max_wait_ms": o.max_wait_ms,
             "image_size": if o.worst_case { "6000x4000 PNG".to_string() } else { o.image_size.to_string() },
-            "succeeded": latencies.len(), "refused_503": refused.load(Ordering::Relaxed), "failed": failures.load(Ordering::Relaxed),
+            "succeeded": load.latencies.len(), "refused_503": load.refused, "failed": load.failed,
             "rss_before_mib": rss_before, "rss_peak_mib": rss_peak, "rss_after_mib": rss_after,
-            "seconds": wall, "requests_per_s": latencies.len() as f64 / wall,
-            "answered_per_s": (latencies.len() + refused.load(Ordering::Relaxed)) as f64 / wall,
-            "p50_ms": percentile(&latencies, 50.0) * 1e3, "p99_ms": percentile(&latencies, 99.0) * 1e3,
+            "seconds": load.seconds, "requests_per_s": load.requests_per_second(),
+            "answered_per_s": (load.latencies.len() + load.refused) as f64 / load.seconds,
+            "p50_ms": load.percentile_ms(50.0), "p99_ms": load.percentile_ms(99.0),
             "mean_batch": mean_batch,
         })
     );
