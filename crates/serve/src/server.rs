@@ -149,6 +149,11 @@ impl Server {
                 Some(Arc::new(queue))
             }
             None => {
+                if store.is_shared() {
+                    eprintln!(
+                        "caption serve: jobs are taken from the shared database without a queue: run one server on it, or give every replica `redis.url`"
+                    );
+                }
                 // Alone, this server ran every job marked running: none is running now.
                 let requeued = store.requeue_interrupted()?;
                 if requeued > 0 {
