@@ -3,11 +3,12 @@
 //! crate's API. The server runs as a child process on a free port and is stopped with SIGTERM.
 
 use caption_serve_testkit as common;
+use caption_serve_testkit::servers::ServeProcess;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// A tiny random-weight checkpoint whose `val/CIDEr` is 0.7.
@@ -110,24 +111,10 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
     let keys = registry.join("keys.json");
     let key = stdout(&caption(&["serve", "keys", "add", "ci", "--keys", keys.to_str().unwrap()])).trim().to_string();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caption"))
-        .args(["serve", "--registry", registry.to_str().unwrap(), "--port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let address: SocketAddr = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("caption serve exited before listening:\n{log}");
-        }
-        log.push_str(&line);
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caption"));
+    command.args(["serve", "--registry", registry.to_str().unwrap(), "--port", "0"]);
+    let server = ServeProcess::start(command);
+    let (address, log) = (server.address, server.log());
     assert!(log.contains("serving tiny-v1"), "{log}");
 
     let (status, body) = http(address, "GET", "/ready", &[], b"");
@@ -153,12 +140,8 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
     assert_eq!(status, 401);
 
     // SIGTERM (as `docker stop` sends it) stops the server cleanly.
-    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().is_ok_and(|s| s.success());
-    if !terminated {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
-    stderr.read_to_string(&mut log).unwrap();
+    let terminated = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().is_ok_and(|s| s.success());
+    let (status, log) = server.wait();
     if terminated {
         assert!(status.success() && log.contains("stopped"), "{status:?}\n{log}");
     }

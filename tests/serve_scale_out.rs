@@ -5,13 +5,11 @@
 //! are reported as ignored.
 
 use caption_serve_testkit as common;
-use caption_serve_testkit::servers::{Nginx, PostgresServer, RedisServer, free_port, nginx_config};
+use caption_serve_testkit::servers::{Nginx, PostgresServer, RedisServer, ServeProcess, free_port, nginx_config};
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -41,8 +39,8 @@ impl Deployment {
         path
     }
 
-    fn replica(&self, config: &Path, store: &str, redis: &str) -> Replica {
-        Replica::start(&self.registry, config, store, redis)
+    fn replica(&self, config: &Path, store: &str, redis: &str) -> ServeProcess {
+        replica(&self.registry, config, store, redis)
     }
 }
 
@@ -53,62 +51,11 @@ fn add_key(registry: &Path, name: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// One `caption serve` process; its log is collected until it exits.
-struct Replica {
-    child: Child,
-    address: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Replica {
-    fn start(registry: &Path, config: &Path, store: &str, redis: &str) -> Replica {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_caption"))
-            .args(["serve", "--registry"])
-            .arg(registry)
-            .arg("--config")
-            .arg(config)
-            .args(["--store", store, "--redis", redis])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut log = String::new();
-        let address: SocketAddr = loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                let _ = child.kill();
-                panic!("caption serve exited before listening:\n{log}");
-            }
-            log.push_str(&line);
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Drained, so that the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(log));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            sink.lock().unwrap().push_str(&rest);
-        });
-        Replica { child, address, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A replica: `caption serve` on the deployment's registry and the given stores.
+fn replica(registry: &Path, config: &Path, store: &str, redis: &str) -> ServeProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caption"));
+    command.args(["serve", "--registry"]).arg(registry).arg("--config").arg(config).args(["--store", store, "--redis", redis]);
+    ServeProcess::start(command)
 }
 
 fn image_body(colour: [u8; 3]) -> serde_json::Value {

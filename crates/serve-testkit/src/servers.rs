@@ -233,3 +233,67 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// A `caption serve` process (the command a test builds from the CLI's binary): started, its
+/// address read from the line that says where it listens, its stderr collected until it exits.
+pub struct ServeProcess {
+    pub child: Child,
+    pub address: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    pub fn start(mut command: Command) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut log = String::new();
+        let address = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                let _ = child.kill();
+                panic!("caption serve exited before listening:\n{log}");
+            }
+            log.push_str(&line);
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Drained, so that the server never blocks on a full pipe.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let sink = log.clone();
+        let drain = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            sink.lock().unwrap().push_str(&rest);
+        });
+        ServeProcess { child, address, log, drain: Some(drain) }
+    }
+
+    /// What it has written to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: it stops at once, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for it to exit (after a signal); its status and whole log.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        (status, self.log())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -170,21 +170,28 @@ async fn run_local(state: Arc<AppState>) {
 
 async fn run_one(state: Arc<AppState>, job: ClaimedJob) {
     let outcome = caption_job(&state, &job).await;
-    if matches!(&outcome, Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE) {
+    if let Err(e) = record_outcome(&state, &job.id, outcome).await {
+        eprintln!("caption serve: cannot record the outcome of job {}: {e}", job.id);
+    }
+}
+
+/// Writes a job's outcome; returns whether the model was busy (or gone), in which case the job
+/// is queued again rather than failed: that is no fault of the job's.
+async fn record_outcome(state: &AppState, id: &str, outcome: Result<serde_json::Value, ApiError>) -> Result<bool, String> {
+    let busy = matches!(&outcome, Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE);
+    if busy {
         // Not straight back: the queue would spin while the model is overloaded.
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    let store = state.store.clone();
-    let id = job.id.clone();
-    // A busy or missing model is no fault of the job's: it goes back to the queue.
-    let written = tokio::task::spawn_blocking(move || match outcome {
-        Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE => store.requeue(&id),
+    let (store, id) = (state.store.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || match outcome {
+        Err(_) if busy => store.requeue(&id),
         outcome => store.finish_job(&id, outcome.map_err(|e| e.message)),
     })
-    .await;
-    if let Ok(Err(e)) = written {
-        eprintln!("caption serve: cannot record the outcome of job {}: {e}", job.id);
-    }
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(busy)
 }
 
 /// A job's result: `{captions, model, cached, request_id}`, or why it failed.
@@ -266,22 +273,10 @@ async fn run_delivered(state: Arc<AppState>, queue: Arc<JobQueue>, delivery: Del
             }
         }
     };
-    let busy = matches!(&outcome, Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE);
-    if busy {
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    let store = state.store.clone();
-    let id = job.id.clone();
-    let written = tokio::task::spawn_blocking(move || match outcome {
-        Err(error) if error.status == StatusCode::SERVICE_UNAVAILABLE => store.requeue(&id),
-        outcome => store.finish_job(&id, outcome.map_err(|e| e.message)),
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return eprintln!("caption serve: cannot record the outcome of job {}: {e}", job.id),
+    let busy = match record_outcome(&state, &job.id, outcome).await {
+        Ok(busy) => busy,
         Err(e) => return eprintln!("caption serve: cannot record the outcome of job {}: {e}", job.id),
-    }
+    };
     // A busy model: the job goes to the back of the queue, for any replica.
     if busy && let Err(e) = queue.push(&job.id).await {
         return eprintln!("caption serve: cannot queue job {} again: {e}", job.id);

@@ -337,15 +337,7 @@ impl SqliteStore {
                     "SELECT jobs.id, jobs.options, images.bytes, jobs.client FROM jobs JOIN images ON images.sha256 = jobs.image_sha256
                      WHERE jobs.state = 'queued' ORDER BY jobs.rowid LIMIT ?1",
                 )?;
-                let rows = select.query_map(params![limit as i64], |row| {
-                    let options: String = row.get(1)?;
-                    Ok(ClaimedJob {
-                        id: row.get(0)?,
-                        options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
-                        image: row.get(2)?,
-                        client: row.get(3)?,
-                    })
-                })?;
+                let rows = select.query_map(params![limit as i64], claimed_job)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             for job in &claimed {
@@ -366,15 +358,7 @@ impl SqliteStore {
                     "SELECT jobs.id, jobs.options, images.bytes, jobs.client FROM jobs JOIN images ON images.sha256 = jobs.image_sha256
                      WHERE jobs.id = ?1 AND jobs.state IN ('queued', 'running')",
                     params![id],
-                    |row| {
-                        let options: String = row.get(1)?;
-                        Ok(ClaimedJob {
-                            id: row.get(0)?,
-                            options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
-                            image: row.get(2)?,
-                            client: row.get(3)?,
-                        })
-                    },
+                    claimed_job,
                 )
                 .optional()?;
             if claimed.is_some() {
@@ -471,6 +455,17 @@ impl SqliteStore {
             rows.collect()
         })
     }
+}
+
+/// A claimed job from a row of (id, options, image bytes, client).
+fn claimed_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedJob> {
+    let options: String = row.get(1)?;
+    Ok(ClaimedJob {
+        id: row.get(0)?,
+        options: serde_json::from_str(&options).unwrap_or(serde_json::Value::Null),
+        image: row.get(2)?,
+        client: row.get(3)?,
+    })
 }
 
 /// Deletes images that no request, feedback or unfinished job points at; returns how many.
