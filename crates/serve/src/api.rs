@@ -21,7 +21,7 @@ pub use crate::error::ApiError;
 use crate::registry::{self, Version};
 use crate::result_cache::CacheKey;
 use crate::state::AppState;
-use crate::store::{RequestRecord, StoreError, new_id};
+use crate::store::{RequestRecord, Store, StoreError, new_id};
 use crate::worker::{Caption, DecodeOptions, ModelWorker, SamplingOptions, SubmitError};
 
 /// `POST /api/v1/caption` as JSON.
@@ -198,7 +198,7 @@ pub async fn health() -> Response {
 /// stays in service while the failure is visible.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let model = loaded_model(&state)?;
-    writable_store(&state).await?;
+    check_store(&state, Store::check_ready).await?;
     if let Some(redis) = &state.redis {
         redis.ping().await?;
     }
@@ -267,11 +267,16 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: see GET /openapi.json")
 }
 
-/// 503 when the server's database can no longer be written (its file deleted or replaced, its
-/// server unreachable): nothing is acknowledged that a restart would lose.
+/// 503 when the server's database can no longer be written (its file deleted or replaced):
+/// nothing is acknowledged that a restart would lose.
 pub(crate) async fn writable_store(state: &AppState) -> Result<(), ApiError> {
+    check_store(state, Store::check_writable).await
+}
+
+/// 503 when `check` fails on the server's database (run off the async threads).
+async fn check_store(state: &AppState, check: fn(&Store) -> crate::store::Result<()>) -> Result<(), ApiError> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.check_writable())
+    tokio::task::spawn_blocking(move || check(&store))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError { retry_after: e.unavailable.then_some(1), ..ApiError::unavailable(format!("the server's database {e}")) })

@@ -119,6 +119,7 @@ fn the_postgres_store_keeps_the_contract_and_its_migrations_are_versioned() {
     assert!(store.is_shared());
     keeps_the_contract(&store);
     store.check_writable().unwrap();
+    store.check_ready().unwrap();
     // Opening again (another replica) applies nothing twice; the data is there.
     let again = Store::open_existing(&location).unwrap();
     assert_eq!(again.job("j4").unwrap().unwrap().state, JobState::Queued);

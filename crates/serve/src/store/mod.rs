@@ -238,9 +238,17 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
-    /// Fails when writes would be lost or cannot be made now: the file was deleted or
-    /// replaced, or the database server cannot be reached.
+    /// Fails when writes would succeed and still be lost: the file was deleted or replaced.
+    /// (A database server that cannot be reached fails the write itself.)
     pub fn check_writable(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(store) => store.check_in_place(),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// For readiness: writable, and the database server answers now.
+    pub fn check_ready(&self) -> Result<()> {
         match self {
             Store::Sqlite(store) => store.check_in_place(),
             Store::Postgres(store) => store.check_reachable(),
