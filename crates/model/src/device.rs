@@ -16,6 +16,16 @@ pub(crate) fn is_flex<B: burn::tensor::backend::Backend>() -> bool {
     id == TypeId::of::<FlexBackend>() || id == TypeId::of::<burn::backend::Autodiff<FlexBackend>>()
 }
 
+/// `value` as a `U` when `T` is `U`: how a layer generic over the backend reaches its CPU
+/// kernel once [`is_flex`] said yes.
+pub(crate) fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<U>>() {
+        Some(cast) => Ok(cast.take().expect("filled above")),
+        None => Err(slot.expect("not taken")),
+    }
+}
+
 /// The CUDA backend (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;

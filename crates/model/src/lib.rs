@@ -11,6 +11,7 @@ pub mod decoding;
 pub mod decoding_config;
 pub mod device;
 pub mod encoder;
+mod fast_math;
 pub mod pipeline;
 pub mod weights;
 

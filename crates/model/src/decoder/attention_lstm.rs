@@ -24,8 +24,9 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
+use super::additive_scores::additive_scores;
+use super::step_linear::{StepTape, step_linear};
 use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, DecoderStep, check_dropout, check_positive};
-use crate::device::is_flex;
 use crate::encoder::EncoderOutput;
 
 const SECTION: &str = "attention LSTM decoder";
@@ -137,9 +138,9 @@ pub struct LstmCell<B: Backend> {
 }
 
 impl<B: Backend> LstmCell<B> {
-    /// One step: returns `(h, c)`.
-    pub fn forward(&self, x: Tensor<B, 2>, h: Tensor<B, 2>, c: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let gates = self.input.forward(x) + self.hidden.forward(h);
+    /// One step from the gates `x W_ih + b_ih + h W_hh + b_hh` `[N, 4H]` and the cell state:
+    /// returns `(h, c)`.
+    pub fn forward(&self, gates: Tensor<B, 2>, c: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let mut chunks = gates.chunk(4, 1).into_iter();
         let mut next = || chunks.next().expect("four gates");
         let (i, f, g, o) = (sigmoid(next()), sigmoid(next()), next().tanh(), sigmoid(next()));
@@ -200,9 +201,18 @@ impl<B: Backend> DecoderState<B> for AttentionLstmState<B> {
     }
 }
 
-/// What one step computes besides the new state.
+/// The tapes of the layers applied at every step of a teacher-forced pass ([`step_linear`]).
+#[derive(Default)]
+struct StepTapes {
+    query: StepTape,
+    input: StepTape,
+    hidden: StepTape,
+}
+
+/// What one recurrent step computes besides the new state.
 struct StepOutput<B: Backend> {
-    logits: Tensor<B, 2>,
+    /// The gated context `ẑ_t` `[N, C]`.
+    context: Tensor<B, 2>,
     /// `[N, R]`.
     alpha: Tensor<B, 2>,
 }
@@ -215,27 +225,42 @@ impl<B: Backend> AttentionLstm<B> {
         decoder
     }
 
-    /// One step from embedded inputs `[N, E]`.
-    fn step_embedded(&self, embedded: Tensor<B, 2>, state: AttentionLstmState<B>) -> (StepOutput<B>, AttentionLstmState<B>) {
+    /// One recurrent step (attention, gated context, LSTM cell) from embedded inputs `[N, E]`;
+    /// `tapes` in a teacher-forced pass.
+    fn recurrent_step(
+        &self,
+        embedded: Tensor<B, 2>,
+        state: AttentionLstmState<B>,
+        tapes: Option<&StepTapes>,
+    ) -> (StepOutput<B>, AttentionLstmState<B>) {
         let AttentionLstmState { hidden, cell, regions, projected } = state;
         let [rows, num_regions, channels] = regions.dims();
+        let linear = |layer: &Linear<B>, input: Tensor<B, 2>, tape: fn(&StepTapes) -> &StepTape| match tapes {
+            Some(tapes) => step_linear(layer, input, tape(tapes)),
+            None => layer.forward(input),
+        };
 
-        let query: Tensor<B, 3> = self.attention.hidden.forward(hidden.clone()).unsqueeze_dim(1); // [N, 1, A]
-        let scores = self.attention.score.forward(attention_hidden(projected.clone(), query)); // [N, R, 1]
-        let alpha = softmax(scores.reshape([rows, num_regions]), 1); // [N, R]
+        let query = linear(&self.attention.hidden, hidden.clone(), |t| &t.query); // [N, A]
+        let scores = additive_scores(projected.clone(), query, &self.attention.score); // [N, R]
+        let alpha = softmax(scores, 1); // [N, R]
         let context = alpha.clone().reshape([rows, 1, num_regions]).matmul(regions.clone()).reshape([rows, channels]);
         let beta = sigmoid(self.gate.forward(hidden.clone())); // [N, 1]
         let context = context * beta; // ẑ_t, broadcast over channels
 
-        let input = Tensor::cat(vec![embedded.clone(), context.clone()], 1);
-        let (hidden, cell) = self.cell.forward(input, hidden, cell);
+        let input = Tensor::cat(vec![embedded, context.clone()], 1);
+        let gates = linear(&self.cell.input, input, |t| &t.input) + linear(&self.cell.hidden, hidden, |t| &t.hidden);
+        let (hidden, cell) = self.cell.forward(gates, cell);
+        (StepOutput { context, alpha }, AttentionLstmState { hidden, cell, regions, projected })
+    }
 
-        let out = match &self.deep_output {
-            Some(deep) => (embedded + deep.hidden.forward(hidden.clone()) + deep.context.forward(context)).tanh(),
-            None => hidden.clone(),
+    /// The logits `[M, V]` of steps' embedded inputs `[M, E]`, new hidden states `[M, H]` and
+    /// contexts `[M, C]` (the contexts are read by the deep output only).
+    fn output_logits(&self, embedded: Tensor<B, 2>, hidden: Tensor<B, 2>, context: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+        let out = match (&self.deep_output, context) {
+            (Some(deep), Some(context)) => (embedded + deep.hidden.forward(hidden) + deep.context.forward(context)).tanh(),
+            _ => hidden,
         };
-        let logits = self.output.forward(self.dropout.forward(out));
-        (StepOutput { logits, alpha }, AttentionLstmState { hidden, cell, regions, projected })
+        self.output.forward(self.dropout.forward(out))
     }
 }
 
@@ -250,24 +275,34 @@ impl<B: Backend> CaptionDecoder<B> for AttentionLstm<B> {
         None
     }
 
+    /// Teacher forcing. The output layer, which does not feed the recurrence, is computed for
+    /// all steps at once, time-major (`[T·B, ...]`, so that one dropout mask over all steps draws
+    /// what step-by-step masks would).
     fn forward(&self, features: &EncoderOutput<B>, tokens: Tensor<B, 2, Int>) -> DecoderOutput<B> {
         let [batch, length] = tokens.dims();
         assert!(length > 0, "teacher forcing needs at least one input token");
-        let embedded = self.embedding.forward(tokens); // [B, T, E]
+        let embedded = self.embedding.forward(tokens.swap_dims(0, 1)); // [T, B, E]
+        let embedding_size = embedded.dims()[2];
+        let embedded = embedded.reshape([length * batch, embedding_size]);
         let mut state = self.init_state(features);
-        let mut logits = Vec::with_capacity(length);
+        let tapes = StepTapes::default();
+        let mut hiddens = Vec::with_capacity(length);
+        let mut contexts = Vec::with_capacity(length);
         let mut alphas = Vec::with_capacity(length);
-        for t in 0..length {
-            let input = embedded.clone().narrow(1, t, 1).squeeze_dim::<2>(1);
-            let (out, next) = self.step_embedded(input, state);
+        for words in embedded.clone().split(batch, 0) {
+            let (out, next) = self.recurrent_step(words, state, Some(&tapes));
             state = next;
-            logits.push(out.logits.unsqueeze_dim::<3>(1));
-            alphas.push(out.alpha.unsqueeze_dim::<3>(1));
+            hiddens.push(state.hidden.clone());
+            if self.deep_output.is_some() {
+                contexts.push(out.context);
+            }
+            alphas.push(out.alpha);
         }
-        let logits = Tensor::cat(logits, 1);
-        let alphas = Tensor::cat(alphas, 1);
-        debug_assert_eq!(logits.dims()[..2], [batch, length]);
-        DecoderOutput { logits, alphas: Some(alphas) }
+        let contexts = (!contexts.is_empty()).then(|| Tensor::cat(contexts, 0));
+        let logits = self.output_logits(embedded, Tensor::cat(hiddens, 0), contexts);
+        let vocab = logits.dims()[1];
+        let logits = logits.reshape([length, batch, vocab]).swap_dims(0, 1);
+        DecoderOutput { logits, alphas: Some(Tensor::stack(alphas, 1)) }
     }
 
     fn init_state(&self, features: &EncoderOutput<B>) -> Self::State {
@@ -283,27 +318,10 @@ impl<B: Backend> CaptionDecoder<B> for AttentionLstm<B> {
 
     fn step(&self, state: Self::State, last_tokens: Tensor<B, 1, Int>) -> (DecoderStep<B>, Self::State) {
         let embedded = self.embedding.forward(last_tokens.unsqueeze_dim::<2>(1)).squeeze_dim::<2>(1);
-        let (out, state) = self.step_embedded(embedded, state);
-        (DecoderStep { log_probs: log_softmax(out.logits, 1), attention: Some(out.alpha) }, state)
-    }
-}
-
-/// The attention's hidden layer `tanh(U a_i + W h)` `[N, R, A]` from the projected regions
-/// `[N, R, A]` and the projected hidden state `[N, 1, A]`: the largest activation of a step
-/// (R = 49 regions: 49 times the LSTM's). Profiled on the CPU backend (perf, docs/benchmarks.md),
-/// two burn-flex paths took 40% of a Flickr8k training step: `tanh` is libm's scalar `tanhf` on
-/// one thread (30%), and a broadcast over the middle dimension falls back to a per-element
-/// strided iterator (8%). So on the CPU backend the hidden state is repeated over the regions
-/// first (a block copy; then the sum is a plain contiguous add) and `tanh(x) = 2 σ(2x) - 1`
-/// (burn-flex's `sigmoid` is one `expf` and a division; absolute error below 2.5e-7, gradient
-/// through `sigmoid`'s). Other backends (CUDA: fewer kernel launches) keep the direct form.
-fn attention_hidden<B: Backend>(projected: Tensor<B, 3>, query: Tensor<B, 3>) -> Tensor<B, 3> {
-    if is_flex::<B>() {
-        let regions = projected.dims()[1];
-        let x = projected + query.repeat_dim(1, regions);
-        sigmoid(x.mul_scalar(2.0)).mul_scalar(2.0).sub_scalar(1.0)
-    } else {
-        (projected + query).tanh()
+        let (out, state) = self.recurrent_step(embedded.clone(), state, None);
+        let context = self.deep_output.is_some().then_some(out.context);
+        let logits = self.output_logits(embedded, state.hidden.clone(), context);
+        (DecoderStep { log_probs: log_softmax(logits, 1), attention: Some(out.alpha) }, state)
     }
 }
 
@@ -329,52 +347,4 @@ pub fn doubly_stochastic_penalty<B: Backend>(alphas: Tensor<B, 3>, mask_pad: Opt
     let attention_per_region = alphas.sum_dim(1).reshape([batch, regions]); // Σ_t α_ti
     let deficit = attention_per_region.neg().add_scalar(1.0);
     (deficit.clone() * deficit).sum_dim(1).mean().mul_scalar(lambda)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::FlexBackend;
-    use burn::backend::Autodiff;
-
-    #[test]
-    fn the_cpu_attention_hidden_layer_is_tanh_of_the_sum_with_its_gradients() {
-        type AD = Autodiff<FlexBackend>;
-        assert!(is_flex::<FlexBackend>() && is_flex::<AD>());
-        let device = Default::default();
-        // Zero, tiny, ordinary, saturated and extreme pre-activations (no NaN at ±100), over
-        // two rows of three regions and three attention units.
-        let regions: Vec<f32> =
-            vec![0.0, 1e-6, -3e-4, 0.1, -0.5, 0.9, 1.7, -2.3, 4.0, -9.0, 20.0, -100.0, 100.0, 0.03, -0.07, 3.3, -1.1, 0.6];
-        let hidden: Vec<f32> = vec![0.0, -0.2, 0.05, 1.5, 0.0, -40.0];
-        let leaves = || {
-            (
-                Tensor::<AD, 3>::from_data(TensorData::new(regions.clone(), [2, 3, 3]), &device).require_grad(),
-                Tensor::<AD, 3>::from_data(TensorData::new(hidden.clone(), [2, 1, 3]), &device).require_grad(),
-            )
-        };
-        let (projected, query) = leaves();
-        let (reference_projected, reference_query) = leaves();
-        let got = attention_hidden(projected.clone(), query.clone());
-        let want = (reference_projected.clone() + reference_query.clone()).tanh();
-        let close = |a: &Tensor<AD, 3>, b: &Tensor<AD, 3>, tolerance: f32, what: &str| {
-            let (a, b) = (a.to_data().to_vec::<f32>().unwrap(), b.to_data().to_vec::<f32>().unwrap());
-            assert_eq!(a.len(), b.len());
-            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                assert!((x - y).abs() <= tolerance, "{what} [{i}]: {x} vs {y}");
-            }
-        };
-        close(&got, &want, 2.5e-7, "tanh");
-        // The same weighted sum through both: the gradients reach both inputs (the hidden
-        // state's summed over the regions) as tanh's do.
-        let weights =
-            Tensor::<AD, 3>::from_data(TensorData::new((0..18).map(|i| i as f32 / 7.0 - 1.0).collect::<Vec<_>>(), [2, 3, 3]), &device);
-        let grads = (got * weights.clone()).sum().backward();
-        let reference_grads = (want * weights).sum().backward();
-        let grad = |t: &Tensor<AD, 3>, g: &<AD as burn::tensor::backend::AutodiffBackend>::Gradients| {
-            Tensor::<AD, 3>::from_inner(t.grad(g).unwrap())
-        };
-        close(&grad(&projected, &grads), &grad(&reference_projected, &reference_grads), 1e-6, "d/d projected");
-        close(&grad(&query, &grads), &grad(&reference_query, &reference_grads), 1e-6, "d/d query");
-    }
 }

@@ -23,7 +23,9 @@
 // The decoders differ in size; `Decoder` and its record hold one, boxing would buy nothing.
 #![allow(clippy::large_enum_variant)]
 
+pub mod additive_scores;
 pub mod attention_lstm;
+pub mod step_linear;
 pub mod transformer;
 
 use burn::prelude::*;
