@@ -60,14 +60,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(steps) = args.benchmark {
         let result = caption_train::benchmark(job, steps)?;
         println!(
-            "training throughput on {} ({} threads{}): {:.1} images/s, {:.1} caption pairs/s over {} steps (batch preparation {:.2}s, not included)",
+            "training throughput on {} ({} threads{}{}): {:.1} images/s, {:.1} caption pairs/s over {} steps (batches prepared on another thread, as in training)",
             result.device,
             result.threads,
             if result.from_features { ", cached encoder features" } else { "" },
+            if result.fixed_shapes { ", fixed shapes" } else { "" },
             result.images_per_s,
             result.caption_pairs_per_s,
             result.steps,
-            result.batch_preparation_s
         );
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());

@@ -12,10 +12,10 @@ use caption_model::{Captioner, DeviceSpec};
 use serde::Serialize;
 
 use crate::config::RunConfig;
-use crate::data::{ImageSource, TrainSet};
+use crate::data::{BatchPlan, ImageSource, TrainSet};
 use crate::features;
 use crate::setup::{adamw, image_cache_bytes, new_model, preprocess_config, samples_of, set_threads, trains_from_features};
-use crate::step::train_step;
+use crate::step::{StepValues, train_step};
 use crate::trainer::TrainJob;
 
 /// Training throughput of a config on a device (`caption train --benchmark N`).
@@ -32,9 +32,8 @@ pub struct Throughput {
     pub vocab_size: usize,
     /// Mean padded caption length of the timed batches (tokens per row, `<bos>` included).
     pub mean_row_length: f64,
-    /// Seconds spent preparing the timed batches (loading images or gathering features), not
-    /// included in the rates.
-    pub batch_preparation_s: f64,
+    /// Whether the batches had fixed shapes (`train.fixed_shapes`).
+    pub fixed_shapes: bool,
 }
 
 /// Measures `steps` cross-entropy training steps of `job`'s config (nothing is written but the
@@ -65,6 +64,7 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
     if train_samples.is_empty() {
         bail!("the dataset has no training images");
     }
+    let plan_fixed = train_config.fixed_shapes.on(device_spec);
     let (text, mut model) = new_model::<B>(config, &train_samples, &device)?;
     let mut optimizer = adamw(train_config).init::<Autodiff<B>, Captioner<Autodiff<B>>>();
     let first_trained = config.model.encoder.finetune.first_trainable_stage(model.encoder.num_stages());
@@ -88,24 +88,43 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
     }
     let order = train_set.epoch_order(config.seed, 0);
     let batches = train_set.batches_per_epoch(train_config.batch_size);
-    let (mut seconds, mut preparing, mut images, mut pairs, mut lengths) = (0.0, 0.0, 0usize, 0usize, 0usize);
-    for step in 0..=steps {
-        let prepare_start = Instant::now();
-        let batch = train_set.batch(config.seed, 0, &order, train_config.batch_size, train_config.captions_per_image, step % batches)?;
-        let (batch_images, batch_pairs, batch_length) = (batch.images, batch.rows(), batch.length);
-        let step_start = Instant::now();
-        let (next, _) = train_step::<B, _>(model, &mut optimizer, batch, train_config.lr, train_config, first_trained, &device)?;
-        model = next;
-        // The first step (kernel selection, allocations) is not timed.
-        if step > 0 {
-            seconds += step_start.elapsed().as_secs_f64();
-            preparing += (step_start - prepare_start).as_secs_f64();
-            images += batch_images;
-            pairs += batch_pairs;
-            lengths += batch_length;
+    let plan = BatchPlan {
+        seed: config.seed,
+        epoch: 0,
+        order: &order,
+        batch_size: train_config.batch_size,
+        captions_per_image: train_config.captions_per_image,
+        fixed_shapes: plan_fixed,
+    };
+    // The loop runs as training does: batches prepared on another thread, the device read
+    // once at the end. The first step (kernel selection, allocations) is not timed.
+    let (mut images, mut pairs, mut lengths) = (0usize, 0usize, 0usize);
+    let mut start = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        let prepared = train_set.prefetch(scope, plan, (0..=steps).map(|step| step % batches));
+        for step in 0..=steps {
+            let batch = prepared.recv().context("the batch loader stopped")??;
+            let (batch_images, batch_pairs, batch_length) = (batch.images, batch.rows(), batch.length);
+            let (next, stats) =
+                train_step::<B, _>(model.clone(), &mut optimizer, batch, train_config.lr, train_config, first_trained, &device)?;
+            model = next;
+            if step == 0 || step == steps {
+                let values = StepValues::read(stats.values);
+                if !values.is_finite() {
+                    bail!("the loss is not finite at benchmark step {step}; lower `train.lr`");
+                }
+            }
+            if step == 0 {
+                start = Instant::now();
+            } else {
+                images += batch_images;
+                pairs += batch_pairs;
+                lengths += batch_length;
+            }
         }
-    }
-    let seconds = seconds.max(1e-9);
+        Ok(())
+    })?;
+    let seconds = start.elapsed().as_secs_f64().max(1e-9);
     Ok(Throughput {
         device: device_spec.to_string(),
         threads: rayon::current_num_threads(),
@@ -115,6 +134,6 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
         from_features: use_features,
         vocab_size: text.vocab_size(),
         mean_row_length: lengths as f64 / steps as f64,
-        batch_preparation_s: preparing,
+        fixed_shapes: plan_fixed,
     })
 }

@@ -148,6 +148,30 @@ pub enum Schedule {
     Constant,
 }
 
+/// Whether every training batch has the same tensor shapes (see
+/// [`crate::data::TrainSet::batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FixedShapes {
+    /// On CUDA, whose kernels are compiled and tuned per shape; off on the CPU, where padding
+    /// to the longest possible caption is only extra work.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FixedShapes {
+    /// Whether a run on `device` uses fixed shapes.
+    pub fn on(self, device: DeviceSpec) -> bool {
+        match self {
+            FixedShapes::Auto => !matches!(device, DeviceSpec::Cpu),
+            FixedShapes::On => true,
+            FixedShapes::Off => false,
+        }
+    }
+}
+
 /// `train:` the optimisation, validation and reporting settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,6 +192,9 @@ pub struct TrainConfig {
     /// Captions per image and step, drawn at random from the image's references each epoch
     /// (0: all of them). The image is encoded once for all its captions.
     pub captions_per_image: usize,
+    /// Every batch `batch_size` images with the same number of captions, padded to
+    /// `data.vocab.max_length + 1` tokens: `auto` (on CUDA only), `on` or `off`.
+    pub fixed_shapes: FixedShapes,
     /// Peak learning rate (AdamW).
     pub lr: f64,
     /// Peak learning rate of the encoder stages being fine-tuned (none: `lr`). It follows the
@@ -214,7 +241,8 @@ pub struct TrainConfig {
     pub max_val_images: usize,
     /// Images per decoding batch (validation and test).
     pub eval_batch_size: usize,
-    /// Log a line every this many steps.
+    /// Log a line every this many steps: the means of the loss terms and gradient norm since
+    /// the last line (reading them waits for the device, so it is not done every step).
     pub log_every: usize,
     /// Also write `checkpoints/last` every this many steps within an epoch (0: at epoch ends only).
     pub checkpoint_every: usize,
@@ -243,6 +271,7 @@ impl Default for TrainConfig {
             epochs: 20,
             batch_size: 32,
             captions_per_image: 0,
+            fixed_shapes: FixedShapes::Auto,
             lr: 4e-4,
             encoder_lr: None,
             finetune_after_epoch: 0,

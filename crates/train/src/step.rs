@@ -1,8 +1,9 @@
 //! One optimiser step: teacher-forced cross-entropy (label smoothing, the attention
 //! regulariser) or self-critical sequence training, then global gradient-norm clipping and
-//! AdamW. A step reads the device once, after backward: the loss terms and the gradient norm.
+//! AdamW. A cross-entropy step never waits for the device: its loss terms and gradient norm stay
+//! there ([`StepStats`]) until the loop logs them, and the clipping scale is computed there.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
@@ -16,18 +17,46 @@ use crate::config::TrainConfig;
 use crate::data::HostBatch;
 use crate::scst::{self, ScstConfig};
 
-/// What a step reports.
-pub struct StepStats {
-    /// The optimised loss.
-    pub loss: f64,
-    /// Its cross-entropy term; NaN in SCST steps.
-    pub cross_entropy: f64,
-    /// Its attention-regulariser term.
-    pub attention: f64,
-    /// The global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// SCST steps: mean reward and mean baseline of the samples.
+/// What a step reports, left on the device: reading it waits for the step to finish.
+pub struct StepStats<B: Backend> {
+    /// `[loss, cross-entropy, attention regulariser, gradient norm before clipping]` (the
+    /// cross-entropy and regulariser are 0 in SCST steps), read with [`StepValues::read`].
+    pub values: Tensor<B, 1>,
+    /// SCST steps: mean reward and mean baseline of the samples (scored on the host).
     pub reward: Option<(f64, f64)>,
+}
+
+/// [`StepStats::values`] (or their sum over several steps) read back.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepValues {
+    pub loss: f64,
+    pub cross_entropy: f64,
+    pub attention: f64,
+    pub grad_norm: f64,
+}
+
+impl StepValues {
+    /// Reads `values` (waits for the device).
+    pub fn read<B: Backend>(values: Tensor<B, 1>) -> Self {
+        let read = values.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+        let value = |i: usize| read.get(i).map(|&v| f64::from(v)).unwrap_or(f64::NAN);
+        StepValues { loss: value(0), cross_entropy: value(1), attention: value(2), grad_norm: value(3) }
+    }
+
+    pub fn is_finite(&self) -> bool {
+        [self.loss, self.cross_entropy, self.attention, self.grad_norm].iter().all(|v| v.is_finite())
+    }
+
+    /// Each value divided by `steps`.
+    pub fn mean(self, steps: usize) -> Self {
+        let n = steps.max(1) as f64;
+        StepValues {
+            loss: self.loss / n,
+            cross_entropy: self.cross_entropy / n,
+            attention: self.attention / n,
+            grad_norm: self.grad_norm / n,
+        }
+    }
 }
 
 /// Square of the global gradient norm, over the parameters that have gradients.
@@ -44,16 +73,17 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
     }
 }
 
-/// Multiplies every gradient by `factor`.
-struct ScaleGrads<'a> {
+/// Multiplies every gradient by the one-element `factor`.
+struct ScaleGrads<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    factor: f64,
+    factor: Tensor<B::InnerBackend, 1>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register::<B::InnerBackend, D>(param.id, grad.mul_scalar(self.factor));
+            let factor = self.factor.clone().reshape([1; D]);
+            self.grads.register::<B::InnerBackend, D>(param.id, grad.mul(factor));
         }
     }
 }
@@ -142,41 +172,33 @@ fn select_rows<B: Backend>(features: EncoderOutput<B>, row_image: Vec<i64>) -> E
     EncoderOutput { regions: features.regions.select(0, index.clone()), pooled: features.pooled.select(0, index) }
 }
 
-/// Backpropagates `loss`, then reads back in one transfer the `watched` values (the loss terms)
-/// and the global gradient norm: the step's only wait for the device, after the forward and
-/// backward passes are queued (reading the loss before backward stalled the device between them).
-fn backward<B: Backend>(
-    model: &Captioner<Autodiff<B>>,
-    loss: Tensor<Autodiff<B>, 1>,
-    watched: Vec<Tensor<B, 1>>,
-) -> (GradientsParams, Vec<f64>, f64) {
+/// Backpropagates `loss`; returns the gradients and their global norm (on the device).
+fn backward<B: Backend>(model: &Captioner<Autodiff<B>>, loss: Tensor<Autodiff<B>, 1>) -> (GradientsParams, Tensor<B, 1>) {
     type A<B> = Autodiff<B>;
+    let device = loss.device();
     let grads = GradientsParams::from_grads(loss.backward(), model);
     let mut norm = GradNorm::<A<B>> { grads: &grads, squares: Vec::new() };
     model.visit(&mut norm);
-    let device = watched.first().map(Tensor::device).unwrap_or_default();
     let norm = if norm.squares.is_empty() { Tensor::zeros([1], &device) } else { Tensor::cat(norm.squares, 0).sum().sqrt() };
-    let read = watched.len();
-    let values = Tensor::cat([watched, vec![norm]].concat(), 0).into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-    let values: Vec<f64> = values.into_iter().map(f64::from).collect();
-    let grad_norm = values.get(read).copied().unwrap_or(f64::NAN);
-    (grads, values.into_iter().take(read).collect(), grad_norm)
+    (grads, norm)
 }
 
-/// Clips the global gradient norm (`grad_norm`, from [`backward`]) and steps the optimizer (the
-/// encoder's parameters at `lr · encoder_lr / train.lr` when `train.encoder_lr` is set); returns
-/// the updated model.
+/// Clips the global gradient norm (`grad_norm`, from [`backward`]) as PyTorch's
+/// `clip_grad_norm_` does, scaling by `min(1, max_norm / (norm + 1e-6))` on the device, and steps
+/// the optimizer (the encoder's parameters at `lr · encoder_lr / train.lr` when
+/// `train.encoder_lr` is set); returns the updated model.
 fn apply_gradients<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     model: Captioner<Autodiff<B>>,
     optimizer: &mut O,
     mut grads: GradientsParams,
-    grad_norm: f64,
+    grad_norm: Tensor<B, 1>,
     lr: f64,
     config: &TrainConfig,
 ) -> Captioner<Autodiff<B>> {
     type A<B> = Autodiff<B>;
-    if config.clip_grad_norm > 0.0 && grad_norm > config.clip_grad_norm {
-        let mut scale = ScaleGrads { grads: &mut grads, factor: config.clip_grad_norm / (grad_norm + 1e-6) };
+    if config.clip_grad_norm > 0.0 {
+        let factor = grad_norm.add_scalar(1e-6).recip().mul_scalar(config.clip_grad_norm).clamp_max(1.0);
+        let mut scale = ScaleGrads::<A<B>> { grads: &mut grads, factor };
         Module::<A<B>>::visit(&model, &mut scale);
     }
     match config.encoder_lr {
@@ -203,7 +225,7 @@ pub fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>
     config: &TrainConfig,
     first_trained_stage: usize,
     device: &B::Device,
-) -> Result<(Captioner<Autodiff<B>>, StepStats)> {
+) -> Result<(Captioner<Autodiff<B>>, StepStats<B>)> {
     type A<B> = Autodiff<B>;
     let features = encode_batch(&model, &mut batch, first_trained_stage, device);
     let rows = batch.rows();
@@ -221,13 +243,10 @@ pub fn train_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>
         _ => Tensor::zeros([1], device),
     };
     let loss = cross_entropy.clone() + attention.clone();
-    let (grads, values, grad_norm) = backward(&model, loss, vec![cross_entropy.inner(), attention.inner()]);
-    let (ce, att) = (values.first().copied().unwrap_or(f64::NAN), values.get(1).copied().unwrap_or(0.0));
-    if !(ce.is_finite() && att.is_finite()) {
-        bail!("the loss is not finite (cross-entropy {ce}, attention {att}); lower `train.lr` or check the data");
-    }
+    let (grads, grad_norm) = backward(&model, loss.clone());
+    let values = Tensor::cat(vec![loss.inner(), cross_entropy.inner(), attention.inner(), grad_norm.clone()], 0);
     let model = apply_gradients(model, optimizer, grads, grad_norm, lr, config);
-    Ok((model, StepStats { loss: ce + att, cross_entropy: ce, attention: att, grad_norm, reward: None }))
+    Ok((model, StepStats { values, reward: None }))
 }
 
 /// One self-critical step on `batch` (see [`crate::scst`]).
@@ -244,7 +263,7 @@ pub fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     sample_seed: u64,
     first_trained_stage: usize,
     device: &B::Device,
-) -> Result<(Captioner<Autodiff<B>>, StepStats)> {
+) -> Result<(Captioner<Autodiff<B>>, StepStats<B>)> {
     type A<B> = Autodiff<B>;
     let features = encode_batch(&model, &mut batch, first_trained_stage, device);
     // Captions are drawn without a graph (and without dropout), then scored on the host.
@@ -269,23 +288,11 @@ pub fn scst_step<B: Backend, O: Optimizer<Captioner<Autodiff<B>>, Autodiff<B>>>(
     // gradient is that of their probability and not of a dropout-perturbed one.
     let DecoderOutput { logits, .. } = model.decoder.without_dropout().forward(&features, inputs);
     let loss = scst::policy_loss(logits, &rollout, tokens.pad);
-    let watched = vec![loss.clone().inner()];
-    let (grads, values, grad_norm) = backward(&model, loss, watched);
-    let value = values.first().copied().unwrap_or(f64::NAN);
-    if !value.is_finite() {
-        bail!("the SCST loss is not finite; lower `scst.lr`");
-    }
+    let (grads, grad_norm) = backward(&model, loss.clone());
+    let zeros = Tensor::zeros([2], device);
+    let values = Tensor::cat(vec![loss.inner(), zeros, grad_norm.clone()], 0);
     let model = apply_gradients(model, optimizer, grads, grad_norm, lr, config);
-    Ok((
-        model,
-        StepStats {
-            loss: value,
-            cross_entropy: f64::NAN,
-            attention: 0.0,
-            grad_norm,
-            reward: Some((rollout.mean_reward, rollout.mean_baseline)),
-        },
-    ))
+    Ok((model, StepStats { values, reward: Some((rollout.mean_reward, rollout.mean_baseline)) }))
 }
 
 #[cfg(test)]

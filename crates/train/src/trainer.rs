@@ -22,7 +22,7 @@ use caption_data::{CaptionDataset, Sample, Split, TextEncoder};
 use caption_model::{CaptionPipeline, Captioner, DeviceSpec, load_checkpoint, save_checkpoint};
 
 use crate::config::RunConfig;
-use crate::data::{HostBatch, ImageSource, TrainSet};
+use crate::data::{BatchPlan, HostBatch, ImageSource, TrainSet};
 use crate::evaluate::{EvalInputs, ReportLabel, SplitRun, TestReport, decode_images, evaluate_split, format_report, score, texts};
 use crate::features::{self, FeatureSet};
 use crate::manifest::{self, Session, annotation_files, fingerprint};
@@ -34,7 +34,7 @@ use crate::setup::{
     set_threads, trains_from_features,
 };
 use crate::state::{Best, TrainState, load_optimizer, param_ids, recover_last, remap_record, save_last};
-use crate::step::{StepStats, scst_step, sync_running_statistics, train_step};
+use crate::step::{StepStats, StepValues, scst_step, sync_running_statistics, train_step};
 use crate::tensorboard::EventWriter;
 
 const DROPOUT_STREAM: u64 = 0x4452_4F50_0000_0004;
@@ -101,7 +101,7 @@ fn run<B: Backend>(job: TrainJob, device_spec: DeviceSpec, device: B::Device) ->
     let load_start = Instant::now();
     let dataset = CaptionDataset::load(&config.data).context("loading the dataset")?;
     let splits = Splits::of(&dataset, config)?;
-    let mut run = Run::<B>::start_or_resume(&job, &splits, device)?;
+    let mut run = Run::<B>::start_or_resume(&job, &splits, device, device_spec)?;
     let inputs = Inputs::prepare(config, &splits, &run.text, &run.model, &run.device)?;
     record_provenance(&job, &run, &dataset, device_spec)?;
     run.open_logs()?;
@@ -263,6 +263,8 @@ struct Run<'j, B: Backend> {
     model: Captioner<Autodiff<B>>,
     optimizer: TrainOptimizer<B>,
     state: TrainState,
+    /// `train.fixed_shapes` on this session's device.
+    fixed_shapes: bool,
     log: Option<MetricsLog>,
     board: Option<EventWriter>,
     /// The last validation's scores, recorded in checkpoints.
@@ -275,7 +277,7 @@ struct Run<'j, B: Backend> {
 impl<'j, B: Backend> Run<'j, B> {
     /// A new run directory with a new model, or the run to resume with its `checkpoints/last`
     /// (model, optimizer state, training state).
-    fn start_or_resume(job: &'j TrainJob, splits: &Splits, device: B::Device) -> Result<Self> {
+    fn start_or_resume(job: &'j TrainJob, splits: &Splits, device: B::Device, device_spec: DeviceSpec) -> Result<Self> {
         type A<B> = Autodiff<B>;
         let config = &job.config;
         let (run_dir, text, model, state, last) = match &job.resume {
@@ -313,6 +315,7 @@ impl<'j, B: Backend> Run<'j, B> {
             model,
             optimizer,
             state,
+            fixed_shapes: config.train.fixed_shapes.on(device_spec),
             log: None,
             board: None,
             last_val: Vec::new(),
@@ -373,39 +376,43 @@ impl<'j, B: Backend> Run<'j, B> {
         let epoch = self.state.epoch;
         let steps_per_epoch = train_set.batches_per_epoch(train_config.batch_size);
         let order = train_set.epoch_order(config.seed, epoch);
+        let plan = BatchPlan {
+            seed: config.seed,
+            epoch,
+            order: &order,
+            batch_size: train_config.batch_size,
+            captions_per_image: train_config.captions_per_image,
+            fixed_shapes: self.fixed_shapes,
+        };
         let first_batch = self.state.batch_in_epoch;
         let epoch_start = Instant::now();
-        let mut window = Window::new();
+        let mut window = Window::new(self.state.step);
         let (mut epoch_loss, mut epoch_steps) = (0.0, 0usize);
         let progress = EpochProgress::start(epoch + 1, train_config.epochs, steps_per_epoch, first_batch);
+        let mut shown_loss = String::new();
         let interrupted = std::thread::scope(|scope| -> Result<bool> {
-            let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<HostBatch>>(2);
-            let order = &order;
-            scope.spawn(move || {
-                for index in first_batch..steps_per_epoch {
-                    let batch = train_set.batch(config.seed, epoch, order, train_config.batch_size, train_config.captions_per_image, index);
-                    if sender.send(batch).is_err() {
-                        break;
-                    }
-                }
-            });
+            let batches = train_set.prefetch(scope, plan, first_batch..steps_per_epoch);
             for index in first_batch..steps_per_epoch {
-                let batch = receiver.recv().context("the batch loader stopped")??;
+                let batch = batches.recv().context("the batch loader stopped")??;
                 let images = batch.images;
                 let (lr, stats) = self.step(batch, reward, steps_per_epoch)?;
                 self.state.batch_in_epoch = index + 1;
-                window.add(stats.loss, images);
-                epoch_loss += stats.loss;
-                epoch_steps += 1;
-                progress.step(|| format!("loss {:.4}", stats.loss));
+                window.add(stats, images);
+                progress.step(|| shown_loss.clone());
                 let last_of_epoch = index + 1 == steps_per_epoch;
                 if self.state.step.is_multiple_of(train_config.log_every as u64) || last_of_epoch {
-                    self.log_training(&progress, &mut window, lr, &stats, steps_per_epoch)?;
+                    let means = window.take(self.state.step)?;
+                    epoch_loss += means.values.loss * means.steps as f64;
+                    epoch_steps += means.steps;
+                    shown_loss = format!("loss {:.4}", means.values.loss);
+                    self.log_training(&progress, &means, lr, steps_per_epoch)?;
                 }
                 if train_config.checkpoint_every > 0
                     && self.state.step.is_multiple_of(train_config.checkpoint_every as u64)
                     && !last_of_epoch
                 {
+                    // Never write a checkpoint whose weights a non-finite loss has spoiled.
+                    window.check()?;
                     self.save_last()?;
                     if self.interrupt_now() {
                         return Ok(true);
@@ -426,7 +433,7 @@ impl<'j, B: Backend> Run<'j, B> {
     }
 
     /// One optimiser step on `batch`, cross-entropy or self-critical; returns its learning rate.
-    fn step(&mut self, batch: HostBatch, reward: Option<&scst::Reward>, steps_per_epoch: usize) -> Result<(f64, StepStats)> {
+    fn step(&mut self, batch: HostBatch, reward: Option<&scst::Reward>, steps_per_epoch: usize) -> Result<(f64, StepStats<B>)> {
         let (config, train_config) = (self.config, &self.config.train);
         let (epoch, step) = (self.state.epoch, self.state.step);
         // Before `finetune_after_epoch`, the whole encoder is frozen.
@@ -465,21 +472,14 @@ impl<'j, B: Backend> Run<'j, B> {
         Ok((lr, stats))
     }
 
-    /// The mean of the steps since the last logging: printed, to `metrics.jsonl` and TensorBoard.
-    fn log_training(
-        &mut self,
-        progress: &EpochProgress,
-        window: &mut Window,
-        lr: f64,
-        stats: &StepStats,
-        steps_per_epoch: usize,
-    ) -> Result<()> {
+    /// The means of the steps since the last logging: printed, to `metrics.jsonl` and
+    /// TensorBoard.
+    fn log_training(&mut self, progress: &EpochProgress, means: &WindowMeans, lr: f64, steps_per_epoch: usize) -> Result<()> {
         let train_config = &self.config.train;
-        let (mean_loss, images_per_s) = window.take();
-        let step = self.state.step;
-        let detail = match stats.reward {
+        let (values, step) = (&means.values, self.state.step);
+        let detail = match means.reward {
             Some((reward, baseline)) => format!("scst reward {reward:.4} baseline {baseline:.4}"),
-            None => format!("ce {:.4} att {:.4}", stats.cross_entropy, stats.attention),
+            None => format!("ce {:.4} att {:.4}", values.cross_entropy, values.attention),
         };
         progress.println(&format!(
             "epoch {}/{} step {}/{} loss {:.4} ({detail}) lr {:.2e} grad-norm {:.3} {:.0} img/s",
@@ -487,27 +487,31 @@ impl<'j, B: Backend> Run<'j, B> {
             train_config.epochs,
             step,
             steps_per_epoch * train_config.epochs,
-            mean_loss,
+            values.loss,
             lr,
-            stats.grad_norm,
-            images_per_s
+            values.grad_norm,
+            means.images_per_s
         ));
         let mut line = serde_json::json!({
-            "kind": "train", "epoch": self.state.epoch + 1, "step": step, "loss": mean_loss, "lr": lr,
-            "grad_norm": stats.grad_norm, "images_per_s": images_per_s, "elapsed_s": self.elapsed(),
+            "kind": "train", "epoch": self.state.epoch + 1, "step": step, "loss": values.loss, "lr": lr,
+            "grad_norm": values.grad_norm, "images_per_s": means.images_per_s, "elapsed_s": self.elapsed(),
         });
-        let mut scalars =
-            vec![("train/loss", mean_loss), ("train/lr", lr), ("train/grad_norm", stats.grad_norm), ("train/images_per_s", images_per_s)];
-        match stats.reward {
+        let mut scalars = vec![
+            ("train/loss", values.loss),
+            ("train/lr", lr),
+            ("train/grad_norm", values.grad_norm),
+            ("train/images_per_s", means.images_per_s),
+        ];
+        match means.reward {
             Some((reward, baseline)) => {
                 line["scst_reward"] = serde_json::json!(reward);
                 line["scst_baseline"] = serde_json::json!(baseline);
                 scalars.extend([("train/scst_reward", reward), ("train/scst_baseline", baseline)]);
             }
             None => {
-                line["cross_entropy"] = serde_json::json!(stats.cross_entropy);
-                line["attention_reg"] = serde_json::json!(stats.attention);
-                scalars.extend([("train/cross_entropy", stats.cross_entropy), ("train/attention_reg", stats.attention)]);
+                line["cross_entropy"] = serde_json::json!(values.cross_entropy);
+                line["attention_reg"] = serde_json::json!(values.attention);
+                scalars.extend([("train/cross_entropy", values.cross_entropy), ("train/attention_reg", values.attention)]);
             }
         }
         self.log.as_mut().expect("logs are open").write(&line)?;
@@ -658,30 +662,79 @@ fn board_error(dir: &Path, error: std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot write TensorBoard events in {}: {error}", dir.display())
 }
 
-/// The steps since the last logging.
-struct Window {
-    loss: f64,
+/// The steps since the last logging, their statistics summed on the device.
+struct Window<B: Backend> {
+    sums: Option<Tensor<B, 1>>,
+    /// SCST steps' rewards and baselines, summed.
+    rewards: Option<(f64, f64)>,
+    /// The step before the window's first.
+    after_step: u64,
     steps: usize,
     images: usize,
     start: Instant,
 }
 
-impl Window {
-    fn new() -> Self {
-        Window { loss: 0.0, steps: 0, images: 0, start: Instant::now() }
+/// What a log line reports: the means over a [`Window`].
+struct WindowMeans {
+    values: StepValues,
+    reward: Option<(f64, f64)>,
+    steps: usize,
+    images_per_s: f64,
+}
+
+impl<B: Backend> Window<B> {
+    fn new(after_step: u64) -> Self {
+        Window { sums: None, rewards: None, after_step, steps: 0, images: 0, start: Instant::now() }
     }
 
-    fn add(&mut self, loss: f64, images: usize) {
-        self.loss += loss;
+    fn add(&mut self, stats: StepStats<B>, images: usize) {
+        self.sums = Some(match self.sums.take() {
+            Some(sums) => sums + stats.values,
+            None => stats.values,
+        });
+        if let Some((reward, baseline)) = stats.reward {
+            let (r, b) = self.rewards.unwrap_or((0.0, 0.0));
+            self.rewards = Some((r + reward, b + baseline));
+        }
         self.steps += 1;
         self.images += images;
     }
 
-    /// The mean loss and images per second, and a new window.
-    fn take(&mut self) -> (f64, f64) {
+    /// The sums read back (waits for the device); an error when a loss or gradient was not
+    /// finite.
+    fn read(&self) -> Result<StepValues> {
+        let sums = self.sums.clone().map(StepValues::read).unwrap_or_default();
+        if !sums.is_finite() {
+            let (first, last) = (self.after_step + 1, self.after_step + self.steps as u64);
+            let fix = if self.rewards.is_some() { "lower `scst.lr`" } else { "lower `train.lr` or check the data" };
+            bail!(
+                "the loss is not finite in steps {first}-{last} (summed: loss {}, cross-entropy {}, attention {}, gradient norm {}); {fix}",
+                sums.loss,
+                sums.cross_entropy,
+                sums.attention,
+                sums.grad_norm
+            );
+        }
+        Ok(sums)
+    }
+
+    /// Fails as [`Window::read`] does.
+    fn check(&self) -> Result<()> {
+        self.read().map(|_| ())
+    }
+
+    /// The window's means (waits for the device), and a new window after `step`.
+    fn take(&mut self, step: u64) -> Result<WindowMeans> {
+        let values = self.read()?.mean(self.steps);
         let seconds = self.start.elapsed().as_secs_f64().max(1e-9);
-        let means = (self.loss / self.steps.max(1) as f64, self.images as f64 / seconds);
-        *self = Window::new();
-        means
+        let n = self.steps.max(1) as f64;
+        let means = WindowMeans {
+            values,
+            reward: self.rewards.map(|(r, b)| (r / n, b / n)),
+            steps: self.steps,
+            images_per_s: self.images as f64 / seconds,
+        };
+        *self = Window::new(step);
+        Ok(means)
     }
 }
