@@ -101,12 +101,18 @@ impl DeviceSpec {
     /// Whether the device can be used now: compiled in and, for CUDA, the NVIDIA driver, NVRTC
     /// (CUDA's run-time compiler, which builds the kernels) and the GPU itself are there. Call it
     /// before the first tensor: without it, a machine with no GPU fails inside the backend's
-    /// device thread with a panic instead of a message.
+    /// device thread with a panic instead of a message. For CUDA it also points the kernel
+    /// caches at their folder ([`crate::kernel_cache`]).
     pub fn check_available(self) -> Result<(), DeviceError> {
         self.check_compiled()?;
         match self {
             DeviceSpec::Cpu => Ok(()),
-            DeviceSpec::Cuda(ordinal) => cuda::probe(ordinal).map_err(|reason| DeviceError::CudaUnavailable { device: self, reason }),
+            DeviceSpec::Cuda(ordinal) => {
+                cuda::probe(ordinal).map_err(|reason| DeviceError::CudaUnavailable { device: self, reason })?;
+                #[cfg(feature = "cuda")]
+                crate::kernel_cache::configure();
+                Ok(())
+            }
         }
     }
 

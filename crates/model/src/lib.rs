@@ -12,6 +12,7 @@ pub mod decoding_config;
 pub mod device;
 pub mod encoder;
 mod fast_math;
+pub mod kernel_cache;
 pub mod pipeline;
 pub mod weights;
 

@@ -25,6 +25,9 @@ pub struct Throughput {
     pub threads: usize,
     /// Timed optimiser steps (after one untimed warm-up step).
     pub steps: usize,
+    /// Seconds the warm-up step took: the cold start (first allocations and, on CUDA, kernel
+    /// compilation and autotuning not yet in the kernel caches), reported apart from the steady state.
+    pub warmup_s: f64,
     pub images_per_s: f64,
     pub caption_pairs_per_s: f64,
     /// Whether the steps ran on cached encoder features.
@@ -100,6 +103,7 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
     // once at the end. The first step (kernel selection, allocations) is not timed.
     let (mut images, mut pairs, mut lengths) = (0usize, 0usize, 0usize);
     let mut start = Instant::now();
+    let mut warmup_s = 0.0;
     std::thread::scope(|scope| -> Result<()> {
         let prepared = train_set.prefetch(scope, plan, (0..=steps).map(|step| step % batches));
         for step in 0..=steps {
@@ -115,6 +119,7 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
                 }
             }
             if step == 0 {
+                warmup_s = start.elapsed().as_secs_f64();
                 start = Instant::now();
             } else {
                 images += batch_images;
@@ -129,6 +134,7 @@ fn bench<B: Backend>(config: &RunConfig, steps: usize, device_spec: DeviceSpec, 
         device: device_spec.to_string(),
         threads: rayon::current_num_threads(),
         steps,
+        warmup_s,
         images_per_s: images as f64 / seconds,
         caption_pairs_per_s: pairs as f64 / seconds,
         from_features: use_features,
