@@ -14,6 +14,7 @@
 # time limit and writes its log to OUT_DIR, so a failing step costs only its own time; the last
 # lines printed are a summary table. Step 1b profiles a few training steps per kernel
 # (CUBECL_DEBUG_OPTION=profile; totals in OUT_DIR/*_profile_top.txt, by kernel_profile.py).
+# Step 1c runs the shapes and Flickr8k benchmarks again with the fused LSTM kernels on.
 # VARIANTS: other builds of the same commit (`--features cuda-autotune`, `cuda-fusion`) whose
 # shapes and Flickr8k benchmarks run after the plain build's, each with its own empty kernel
 # cache (CAPTION_KERNEL_CACHE), then the shapes benchmark again on the filled cache: the
@@ -84,7 +85,10 @@ for name in shapes_profile flickr_att_profile; do
     python3 scripts/bench/kernel_profile.py "$out/$name.cubecl.log" 25 >"$out/${name}_top.txt" 2>&1
     head -n 12 "$out/${name}_top.txt"
 done
-# 1c. Variant builds: cold start on an empty kernel cache, steady state, then a warm start.
+# 1c. The fused LSTM-update kernels (crates/model/src/decoder/lstm_update), opt-in until measured.
+step shapes_bench_fused 120 env CAPTION_FUSED_KERNELS=1 "$bin" train --config configs/shapes.yaml --device cuda --benchmark 40
+step flickr_att_bench_fused 120 env CAPTION_FUSED_KERNELS=1 "$bin" train --config $att "${flickr[@]}" --device cuda --benchmark 40
+# 1d. Variant builds: cold start on an empty kernel cache, steady state, then a warm start.
 for variant in ${VARIANTS:-}; do
     name=${variant%%=*} variant_bin=${variant#*=}
     cache=$out/kernel-cache-$name

@@ -25,6 +25,7 @@ use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::additive_scores::additive_scores;
+use super::lstm_update::lstm_update;
 use super::step_linear::{StepTape, step_linear};
 use super::{CaptionDecoder, ConfigError, DecoderOutput, DecoderState, DecoderStep, check_dropout, check_positive};
 use crate::encoder::EncoderOutput;
@@ -141,12 +142,7 @@ impl<B: Backend> LstmCell<B> {
     /// One step from the gates `x W_ih + b_ih + h W_hh + b_hh` `[N, 4H]` and the cell state:
     /// returns `(h, c)`.
     pub fn forward(&self, gates: Tensor<B, 2>, c: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let mut chunks = gates.chunk(4, 1).into_iter();
-        let mut next = || chunks.next().expect("four gates");
-        let (i, f, g, o) = (sigmoid(next()), sigmoid(next()), next().tanh(), sigmoid(next()));
-        let c = f * c + i * g;
-        let h = o * c.clone().tanh();
-        (h, c)
+        lstm_update(gates, c)
     }
 }
 

@@ -25,6 +25,7 @@
 
 pub mod additive_scores;
 pub mod attention_lstm;
+pub mod lstm_update;
 pub mod step_linear;
 pub mod transformer;
 
