@@ -3,28 +3,36 @@
 # PyTorch twin (scripts/reference/train_throughput.py) on the same machine. Results are recorded
 # in docs/benchmarks.md.
 #
-#   [VARIANTS="autotune=BIN fusion=BIN"] [QUICK=1] \
+#   [VARIANTS="untuned=BIN fusion=BIN"] [QUICK=1] \
 #   scripts/bench/cuda.sh CAPTION_BIN FLICKR_DIR MOBILENETV2_WEIGHTS OUT_DIR [THROUGHPUT_BIN]
 #
-# CAPTION_BIN: a `cargo build --release --features cuda` binary. THROUGHPUT_BIN (optional): the
-# model's throughput example built the same way (`cargo build --release --workspace --features
-# caption/cuda --example throughput`), for encoder inference against torchvision. FLICKR_DIR: a Flickr8k-style
-# folder with Images/, Flickr8k.token.txt, train.txt and dev.txt (a few hundred images are
-# enough: the Flickr8k benchmark trains the decoder on cached features). Each step has its own
-# time limit and writes its log to OUT_DIR, so a failing step costs only its own time; the last
-# lines printed are a summary table. Step 1b profiles a few training steps per kernel
-# (CUBECL_DEBUG_OPTION=profile; totals in OUT_DIR/*_profile_top.txt, by kernel_profile.py).
-# Step 1c runs the shapes and Flickr8k benchmarks again with the fused LSTM kernels on.
-# VARIANTS: other builds of the same commit (`--features cuda-autotune`, `cuda-fusion`) whose
-# shapes and Flickr8k benchmarks run after the plain build's, each with its own empty kernel
-# cache (CAPTION_KERNEL_CACHE), then the shapes benchmark again on the filled cache: the
-# benchmark's `warmup_s` is the cold start, `images_per_s` the steady state. QUICK=1 skips the
-# main job and encoder inference.
+# scripts/bench/cuda_prepare.sh prepares CAPTION_BIN, FLICKR_DIR, the weights and the variant
+# builds on a machine without a GPU, and prints this command.
+# - CAPTION_BIN: a `cargo build --release --features cuda` binary (kernels autotuned, cached in
+#   CAPTION_KERNEL_CACHE or ~/.cache/caption/cubecl).
+# - FLICKR_DIR: a Flickr8k-style folder with Images/, Flickr8k.token.txt, train.txt and dev.txt
+#   (a few hundred images are enough: the Flickr8k benchmark trains the decoder on cached
+#   features).
+# - THROUGHPUT_BIN (optional): the model's throughput example built the same way (`cargo build
+#   --release --workspace --features caption/cuda --example throughput`), for encoder inference
+#   against torchvision.
+# - VARIANTS: other builds of the same commit (`--features caption-train/cuda`: no autotuning;
+#   `--features cuda-fusion`) whose shapes and Flickr8k benchmarks run after the main build's,
+#   each on its own empty kernel cache, then the shapes benchmark again on the filled cache.
+# - QUICK=1 skips the main job and encoder inference.
+# Each step has its own time limit and writes its log to OUT_DIR, so a failing step costs only
+# its own time. Step 1b profiles a few training steps per kernel (CUBECL_DEBUG_OPTION=profile;
+# totals in OUT_DIR/*_profile_top.txt, by kernel_profile.py); step 1c runs the shapes and
+# Flickr8k benchmarks again with the fused LSTM kernels on. A benchmark's `warmup_s` is its cold
+# start, `images_per_s` the steady state. The last lines printed are the steps' status and the
+# side-by-side table (scripts/bench/side_by_side.py).
 set -u
 bin=$1 flickr=$2 weights=$3 out=$4 throughput=${5:-}
 mkdir -p "$out"
 summary=$out/summary.txt
 : >"$summary"
+# The main build's compiled kernels and autotune results, kept with the results.
+export CAPTION_KERNEL_CACHE=${CAPTION_KERNEL_CACHE:-$out/kernel-cache}
 
 # NVRTC and the CUDA headers come from the toolkit when there is one, else from pip's wheels.
 for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do

@@ -14,6 +14,8 @@ pub mod encoder;
 mod fast_math;
 pub mod kernel_cache;
 pub mod pipeline;
+#[cfg(test)]
+mod test_tensors;
 pub mod weights;
 
 pub use captioner::{Captioner, CaptionerConfig, SpecialTokens};

@@ -189,6 +189,7 @@ fn backward(hidden: &[f32], weight: &[f32], grad: &[f32], [rows, regions, size]:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tensors::assert_close;
     use burn::nn::LinearConfig;
     use burn::tensor::backend::AutodiffBackend;
 
@@ -196,17 +197,7 @@ mod tests {
 
     /// Values over the range an attention layer sees, saturated ones included.
     fn filled<const D: usize>(shape: [usize; D], seed: usize) -> Tensor<AD, D> {
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 2003.0 - 0.5) * 6.0).collect();
-        Tensor::from_data(TensorData::new(values, shape), &Default::default()).require_grad()
-    }
-
-    fn assert_close<const D: usize>(got: Tensor<FlexBackend, D>, want: Tensor<FlexBackend, D>, tolerance: f32, what: &str) {
-        let (got, want) = (got.into_data().to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap());
-        assert_eq!(got.len(), want.len(), "{what}");
-        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-            assert!((x - y).abs() <= tolerance * (1.0 + y.abs()), "{what} [{i}]: {x} vs {y}");
-        }
+        crate::test_tensors::filled(shape, seed, 6.0).require_grad()
     }
 
     #[test]

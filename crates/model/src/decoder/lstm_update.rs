@@ -61,17 +61,11 @@ mod tests {
 
         /// Values over the range LSTM gates see, saturated ones included.
         fn filled<B: Backend, const D: usize>(shape: [usize; D], seed: usize) -> Tensor<B, D> {
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 2003.0 - 0.5) * 12.0).collect();
-            Tensor::from_data(TensorData::new(values, shape), &Default::default())
+            crate::test_tensors::filled(shape, seed, 12.0)
         }
 
         fn assert_close<B: Backend, const D: usize>(got: Tensor<B, D>, want: Tensor<B, D>, what: &str) {
-            let (got, want) = (got.into_data().to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap());
-            assert_eq!(got.len(), want.len(), "{what}");
-            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what} [{i}]: {x} vs {y}");
-            }
+            crate::test_tensors::assert_close(got, want, 1e-5, what);
         }
 
         #[test]
@@ -106,7 +100,7 @@ mod tests {
     }
 
     /// The fused path is chosen by type; this is the type burn's CUDA backend has in this build.
-    #[cfg(all(feature = "cuda", not(feature = "cuda-fusion")))]
+    #[cfg(all(feature = "cuda", not(feature = "fusion")))]
     #[test]
     fn the_cuda_backend_is_the_cubecl_backend_the_kernels_are_written_for() {
         use std::any::TypeId;

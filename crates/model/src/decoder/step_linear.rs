@@ -149,17 +149,11 @@ mod tests {
     use burn::nn::LinearConfig;
 
     fn filled(shape: [usize; 2], seed: usize) -> Tensor<Ad, 2> {
-        let n = shape[0] * shape[1];
-        let values: Vec<f32> = (0..n).map(|i| ((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0 - 0.5).collect();
-        Tensor::from_data(TensorData::new(values, shape), &Default::default()).require_grad()
+        crate::test_tensors::filled(shape, seed, 1.0).require_grad()
     }
 
     fn assert_close<const D: usize>(got: Tensor<FlexBackend, D>, want: Tensor<FlexBackend, D>, what: &str) {
-        let (got, want) = (got.into_data().to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap());
-        assert_eq!(got.len(), want.len(), "{what}");
-        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what} [{i}]: {x} vs {y}");
-        }
+        crate::test_tensors::assert_close(got, want, 1e-5, what);
     }
 
     /// A recurrence `h_{t+1} = tanh(L(h_t) + x_t)` over four steps, through the taped layer and

@@ -7,6 +7,13 @@ fn sigmoid<F: Float>(x: F) -> F {
     F::new(1.0) / (F::new(1.0) + F::exp(F::new(0.0) - x))
 }
 
+/// The gates' activations `(σ(i), σ(f), tanh(g), σ(o))` of the state element whose input gate
+/// is at `gate` (the four gates are blocks of `size` in a row).
+#[cube]
+fn activations<F: Float>(gates: &Tensor<F>, gate: usize, size: usize) -> (F, F, F, F) {
+    (sigmoid::<F>(gates[gate]), sigmoid::<F>(gates[gate + size]), F::tanh(gates[gate + 2 * size]), sigmoid::<F>(gates[gate + 3 * size]))
+}
+
 /// `output [N, 2H] = [h' | c']` from `gates [N, 4H]` and `cell [N, H]`, all contiguous.
 #[cube(launch)]
 pub fn lstm_update_forward<F: Float>(gates: &Tensor<F>, cell: &Tensor<F>, output: &mut Tensor<F>, #[define(F)] _dtype: StorageType) {
@@ -16,11 +23,7 @@ pub fn lstm_update_forward<F: Float>(gates: &Tensor<F>, cell: &Tensor<F>, output
     }
     let size = cell.shape(1);
     let (row, column) = (position / size, position % size);
-    let gate = row * 4 * size + column;
-    let input = sigmoid::<F>(gates[gate]);
-    let forget = sigmoid::<F>(gates[gate + size]);
-    let candidate = F::tanh(gates[gate + 2 * size]);
-    let out = sigmoid::<F>(gates[gate + 3 * size]);
+    let (input, forget, candidate, out) = activations::<F>(gates, row * 4 * size + column, size);
     let next_cell = forget * cell[position] + input * candidate;
     output[row * 2 * size + column] = out * F::tanh(next_cell);
     output[row * 2 * size + size + column] = next_cell;
@@ -46,10 +49,7 @@ pub fn lstm_update_backward<F: Float>(
     let (row, column) = (position / size, position % size);
     let gate = row * 4 * size + column;
     let one = F::new(1.0);
-    let input = sigmoid::<F>(gates[gate]);
-    let forget = sigmoid::<F>(gates[gate + size]);
-    let candidate = F::tanh(gates[gate + 2 * size]);
-    let out = sigmoid::<F>(gates[gate + 3 * size]);
+    let (input, forget, candidate, out) = activations::<F>(gates, gate, size);
     let tanh_cell = F::tanh(output[row * 2 * size + size + column]);
     let hidden_grad = grad[row * 2 * size + column];
     let next_cell_grad = grad[row * 2 * size + size + column] + hidden_grad * out * (one - tanh_cell * tanh_cell);
