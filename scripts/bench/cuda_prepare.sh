@@ -39,6 +39,6 @@ done
 du -sh "$out"/* | sed 's/^/  /'
 cat <<EOF
 On the GPU machine, from the repository root, with OUT_DIR copied there as \$out:
-  xz -dkf \$out/caption-*.xz && chmod +x \$out/caption-cuda*
+  for f in \$out/caption-*.xz; do xz -dkf "\$f" && chmod +x "\${f%.xz}"; done
   QUICK=1 VARIANTS="${variants[*]}" scripts/bench/cuda.sh \$out/caption-cuda \$out/flickr8k \$out/mobilenetv2.safetensors RESULTS_DIR
 EOF
