@@ -131,6 +131,9 @@ pub struct TrainSet<'a> {
     pub captions: Vec<Vec<Vec<u32>>>,
     /// The longest a caption can be (the vocabulary's `max_length`).
     pub max_length: usize,
+    /// The most captions any image has (what each image brings with fixed shapes and
+    /// `captions_per_image: 0`).
+    pub max_captions: usize,
     pub pad: u32,
     pub bos: u32,
     pub eos: u32,
@@ -138,9 +141,10 @@ pub struct TrainSet<'a> {
 
 impl<'a> TrainSet<'a> {
     pub fn new(images: ImageSource<'a>, text: &TextEncoder) -> Self {
-        let captions = images.samples.iter().map(|s| s.captions.iter().map(|c| text.encode(c)).collect::<Vec<_>>()).collect();
+        let captions: Vec<Vec<Vec<u32>>> = images.samples.iter().map(|s| s.captions.iter().map(|c| text.encode(c)).collect()).collect();
+        let max_captions = captions.iter().map(Vec::len).max().unwrap_or(0);
         let (pad, bos, eos) = (text.pad_id(), text.bos_id(), text.eos_id());
-        TrainSet { images, features: None, captions, max_length: text.max_length(), pad, bos, eos }
+        TrainSet { images, features: None, captions, max_length: text.max_length(), max_captions, pad, bos, eos }
     }
 
     pub fn len(&self) -> usize {
@@ -203,7 +207,7 @@ impl<'a> TrainSet<'a> {
     fn pick_captions(&self, plan: &BatchPlan, image: usize) -> Vec<&[u32]> {
         let all = &self.captions[image];
         let wanted = match plan.captions_per_image {
-            0 if plan.fixed_shapes => self.captions.iter().map(Vec::len).max().unwrap_or(0),
+            0 if plan.fixed_shapes => self.max_captions,
             0 => all.len(),
             n => n,
         };
